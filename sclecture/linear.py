@@ -1,0 +1,335 @@
+"""Lesson 01: logistic regression and the perceptron.
+
+Binary responses y_i in {0, 1} follow Ber(y | p) = p^y (1 - p)^(1 - y). The GLM for binary
+data links p to a linear model through the logit, log(p / (1 - p)) = x^T beta + beta_0, so
+p = sigm(x^T beta + beta_0). There is no closed form for the maximum-likelihood (beta, beta_0):
+it is found by gradient ascent, theta^(s+1) := theta^(s) + Delta * d log L / d theta.
+The perceptron swaps the sigmoid for the step activation and learns by Rosenblatt's rule.
+
+The functions work on NumPy arrays and, unchanged, on torch tensors (the estimator runs
+them on ``sclecture.get_device()``); the lesson's exercises re-implement them in NumPy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.special
+import torch
+
+__all__ = [
+    "sigmoid",
+    "step",
+    "bernoulli_log_likelihood",
+    "log_likelihood",
+    "log_likelihood_gradient",
+    "gradient_ascent",
+    "perceptron_update",
+    "LogisticRegression",
+    "Perceptron",
+]
+
+
+def _xp(a):
+    """The array library of ``a``: torch for tensors, NumPy otherwise."""
+    return torch if isinstance(a, torch.Tensor) else np
+
+
+def _float_array(a):
+    return a if isinstance(a, torch.Tensor) else np.asarray(a, dtype=float)
+
+
+def sigmoid(z):
+    """sigm(z) = 1 / (1 + exp(-z)), without overflow for large |z|.
+
+    exp is only ever taken of -|z| (a number in (0, 1]): for z >= 0 this is
+    1 / (1 + e^{-z}), for z < 0 the equal e^{z} / (1 + e^{z}).
+    """
+    z = _float_array(z)
+    xp = _xp(z)
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1.0, e) / (1.0 + e)
+
+
+def step(z):
+    """The perceptron's activation: sign(z) = 1 if z >= 0, else 0 (the lecture's convention)."""
+    z = _float_array(z)
+    return (z >= 0) * 1.0
+
+
+def bernoulli_log_likelihood(y, p=None, *, logits=None):
+    """sum_i log Ber(y_i | p_i) = sum_i [y_i log p_i + (1 - y_i) log(1 - p_i)].
+
+    Give either the probabilities ``p`` (0 log 0 counts as 0) or ``logits``
+    eta_i = log(p_i / (1 - p_i)); with logits the sum is computed as
+    sum_i [y_i eta_i - log(1 + exp(eta_i))], which stays finite for any eta.
+    """
+    if (p is None) == (logits is None):
+        raise TypeError("give exactly one of p= (probabilities) or logits=")
+    y = _float_array(y)
+    xp = _xp(y)
+    if logits is not None:
+        eta = _float_array(logits)
+        # log Ber(y | sigm(eta)) = y eta - log(1 + e^eta)
+        return (y * eta - xp.logaddexp(xp.zeros_like(eta), eta)).sum()
+    p = _float_array(p)
+    if xp is np and np.any((p < 0) | (p > 1)):
+        raise ValueError("p must hold probabilities in [0, 1]; to pass log-odds, use logits=")
+    xlogy = torch.xlogy if xp is torch else scipy.special.xlogy  # x log y, with 0 log 0 = 0
+    return (xlogy(y, p) + xlogy(1 - y, 1 - p)).sum()
+
+
+def log_likelihood(X, y, beta, beta0):
+    """log L(beta, beta_0) = sum_i log Ber(y_i | sigm(x_i^T beta + beta_0)) of a data set."""
+    eta = X @ beta + beta0  # eta_i = x_i^T beta + beta_0
+    return bernoulli_log_likelihood(y, logits=eta)
+
+
+def log_likelihood_gradient(X, y, beta, beta0):
+    """(d log L / d beta, d log L / d beta_0) = (sum_i (y_i - p_i) x_i, sum_i (y_i - p_i))."""
+    residual = y - sigmoid(X @ beta + beta0)  # y_i - p_i
+    return X.T @ residual, residual.sum()
+
+
+def gradient_ascent(X, y, lr=0.1, n_iter=100, *, beta=None, beta0=0.0, l2=0.0, tol=0.0):
+    """Maximise log L(beta, beta_0) - (l2 / 2) ||beta||^2 by full-batch gradient ascent.
+
+    theta^(s+1) := theta^(s) + Delta * d objective / d theta with Delta = lr / n, i.e. steps
+    on the average log-likelihood, so that one ``lr`` suits data sets of any size.
+    Starts from ``beta`` (zeros by default) and ``beta0``; stops after ``n_iter`` updates or
+    once every entry of the averaged gradient is below ``tol`` in absolute value.
+
+    Returns ``(beta, beta0, history)``; ``history[s]`` is log L (without the penalty) after
+    update s + 1.
+    """
+    n, d = X.shape
+    xp = _xp(X)
+    if beta is None:
+        beta = X.new_zeros(d) if xp is torch else np.zeros(d)
+    history = []
+    for _ in range(int(n_iter)):
+        g_beta, g_beta0 = log_likelihood_gradient(X, y, beta, beta0)
+        g_beta = g_beta - l2 * beta  # d/d beta of -(l2/2) ||beta||^2
+        if tol > 0 and max(float(xp.abs(g_beta).max()), abs(float(g_beta0))) / n < tol:
+            break
+        beta = beta + lr / n * g_beta  # theta <- theta + Delta * d log L / d theta
+        beta0 = beta0 + lr / n * g_beta0
+        history.append(float(log_likelihood(X, y, beta, beta0)))
+    return beta, beta0, history
+
+
+def perceptron_update(x, y, beta, beta0):
+    """One step of the perceptron learning rule for a single example (x, y):
+
+    y_hat = sign(beta^T x + beta_0);  beta <- beta + (y - y_hat) x;  beta_0 <- beta_0 + (y - y_hat).
+    Nothing changes when the example is classified correctly. Returns new (beta, beta0).
+    """
+    x = np.asarray(x, dtype=float)
+    error = y - step(x @ beta + beta0)  # y - y_hat, one of -1, 0, 1
+    return np.asarray(beta, dtype=float) + error * x, float(beta0 + error)
+
+
+# --- input checks -------------------------------------------------------------------------
+
+
+def _is_anndata(obj) -> bool:
+    return type(obj).__name__ == "AnnData" and hasattr(obj, "obs")
+
+
+def _check_X(X, layer=None, n_features=None) -> np.ndarray:
+    """A dense float64 cells x features matrix from an array, sparse matrix or AnnData."""
+    from .preprocessing import get_matrix
+
+    X = get_matrix(X, layer)
+    X = X.toarray() if sp.issparse(X) else X
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"X must hold numbers, got dtype {X.dtype}: convert it with np.asarray(X, dtype=float)")
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"X must be a 2-d cells x features matrix, got shape {X.shape}: use X.reshape(-1, 1) for one feature")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X is empty (shape {X.shape}): it needs at least one cell and one feature")
+    n_bad = int((~np.isfinite(X)).sum())
+    if n_bad:
+        raise ValueError(
+            f"X contains {n_bad} NaN or infinite value(s): remove those cells or features, or fill them in, before fitting"
+        )
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"X has {X.shape[1]} features but the model was fitted with {n_features}: give the same features (genes) in the same order")
+    return X
+
+
+def _check_Xy(X, y, layer=None, both_classes=True):
+    if isinstance(y, str):
+        if not _is_anndata(X):
+            raise TypeError(f"y={y!r} names an obs column, which needs an AnnData; pass the labels themselves for a matrix")
+        if y not in X.obs:
+            raise KeyError(f"the AnnData has no obs column {y!r}; its columns are {list(X.obs.columns)}")
+        y = X.obs[y].to_numpy()
+    Xm = _check_X(X, layer)
+    y = np.asarray(y)
+    if y.ndim != 1:
+        y = y.squeeze() if y.ndim == 2 and 1 in y.shape else y
+        if y.ndim != 1:
+            raise ValueError(f"y must be a 1-d vector of 0/1 labels, got shape {np.asarray(y).shape}")
+    if len(y) != Xm.shape[0]:
+        raise ValueError(f"X has {Xm.shape[0]} cells (rows) but y has {len(y)} labels: give one label per cell")
+    if y.dtype == bool:
+        y = y.astype(float)
+    if y.dtype.kind not in "iuf" or not np.all(np.isin(y, (0, 1))):
+        values = np.unique(y.astype(object) if y.dtype.kind not in "iuf" else y)[:5]
+        raise ValueError(
+            f"y must hold binary labels 0/1 (or True/False); got values such as {list(values)}: "
+            "encode the class of interest, e.g. y = (labels == 'B').astype(int)"
+        )
+    y = y.astype(np.float64)
+    if both_classes and y.min() == y.max():
+        raise ValueError(f"y holds a single class ({int(y[0])}) only: a classifier needs examples of both 0 and 1")
+    return Xm, y
+
+
+def _check_positive(value, name, integer=False):
+    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.integer, np.floating))
+    if isinstance(value, bool) or not ok or not value > 0:
+        kind = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+
+
+# --- estimators --------------------------------------------------------------------------
+
+
+class LogisticRegression:
+    """Logistic regression, p(y = 1 | x) = sigm(x^T beta + beta_0), fitted by gradient ascent.
+
+    Parameters
+    ----------
+    lr : step size on the average log-likelihood (Delta = lr / n).
+    n_iter : maximal number of full-batch gradient steps.
+    l2 : ridge penalty; the objective is log L - (l2 / 2) ||beta||^2 (beta_0 is not
+        penalised), so ``l2 = 1 / C`` of scikit-learn's ``LogisticRegression(C=...)``.
+    tol : stop once every entry of the averaged gradient is below ``tol``.
+    random_state : seed of the starting point: ``None`` starts from beta = 0, an integer
+        from small random weights N(0, 0.01^2).
+    device : where the arithmetic runs (default ``sclecture.get_device()``).
+
+    Attributes: ``coef_`` (beta), ``intercept_`` (beta_0), ``log_likelihood_`` (log L after
+    each step), ``n_iter_``, ``converged_``.
+    """
+
+    def __init__(self, lr=0.5, n_iter=1000, l2=0.0, tol=1e-6, random_state=None, device=None):
+        self.lr = lr
+        self.n_iter = n_iter
+        self.l2 = l2
+        self.tol = tol
+        self.random_state = random_state
+        self.device = device
+
+    def fit(self, X, y, layer=None):
+        _check_positive(self.lr, "lr")
+        _check_positive(self.n_iter, "n_iter", integer=True)
+        if not self.l2 >= 0 or not self.tol >= 0:
+            raise ValueError(f"l2 and tol must be >= 0, got l2={self.l2!r}, tol={self.tol!r}")
+        Xm, y = _check_Xy(X, y, layer)
+        from .training import get_device
+
+        dev = get_device(self.device)
+        beta = torch.zeros(Xm.shape[1], dtype=torch.float64)
+        if self.random_state is not None:
+            beta = 0.01 * torch.randn(Xm.shape[1], generator=torch.Generator().manual_seed(int(self.random_state)), dtype=torch.float64)
+        Xt = torch.as_tensor(Xm, device=dev)
+        yt = torch.as_tensor(y, device=dev)
+        beta, beta0, history = gradient_ascent(
+            Xt, yt, self.lr, self.n_iter, beta=beta.to(dev), beta0=torch.zeros((), dtype=torch.float64, device=dev),
+            l2=self.l2, tol=self.tol,
+        )
+        if not np.all(np.isfinite(history)):
+            raise FloatingPointError(f"the log-likelihood became non-finite: lower lr (now {self.lr})")
+        self.coef_ = beta.cpu().numpy()
+        self.intercept_ = float(beta0)
+        self.log_likelihood_ = history
+        self.n_iter_ = len(history)
+        self.converged_ = self.n_iter_ < self.n_iter
+        self.n_features_in_ = Xm.shape[1]
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
+
+    def decision_function(self, X, layer=None):
+        """eta = x^T beta + beta_0 for every cell (the log-odds)."""
+        self._check_fitted()
+        return _check_X(X, layer, self.n_features_in_) @ self.coef_ + self.intercept_
+
+    def predict_proba(self, X, layer=None):
+        """cells x 2 matrix of (p(y = 0 | x), p(y = 1 | x)), p = sigm(x^T beta + beta_0)."""
+        p1 = sigmoid(self.decision_function(X, layer))
+        return np.column_stack([1 - p1, p1])
+
+    def predict(self, X, layer=None):
+        """1 where p(y = 1 | x) >= 1/2, i.e. where x^T beta + beta_0 >= 0; else 0."""
+        return (self.decision_function(X, layer) >= 0).astype(int)
+
+    def score(self, X, y, layer=None):
+        """Accuracy: the fraction of cells whose predicted label equals y."""
+        Xm, y = _check_Xy(X, y, layer, both_classes=False)
+        return float(np.mean(self.predict(Xm) == y))
+
+
+class Perceptron:
+    """Rosenblatt's perceptron, y = sign(beta^T x + beta_0), with the classic learning rule.
+
+    Every epoch visits the cells in a new random order (seeded by ``random_state``) and applies
+    :func:`perceptron_update` to each; training stops after the first epoch without a
+    mistake (``converged_ = True``) or after ``max_epochs``. On linearly separable data the
+    rule makes finitely many updates; otherwise it never settles. Sequential updates run on
+    the CPU in NumPy.
+
+    Attributes: ``coef_``, ``intercept_``, ``n_updates_`` (updates made), ``n_epochs_``,
+    ``converged_``, ``mistakes_`` (mistakes per epoch).
+    """
+
+    def __init__(self, max_epochs=100, random_state=0):
+        self.max_epochs = max_epochs
+        self.random_state = random_state
+
+    def fit(self, X, y, layer=None):
+        _check_positive(self.max_epochs, "max_epochs", integer=True)
+        Xm, y = _check_Xy(X, y, layer)
+        rng = np.random.default_rng(self.random_state)
+        beta, beta0 = np.zeros(Xm.shape[1]), 0.0
+        self.n_updates_, self.mistakes_, self.converged_ = 0, [], False
+        for _ in range(self.max_epochs):
+            mistakes = 0
+            for i in rng.permutation(len(y)):
+                new_beta, new_beta0 = perceptron_update(Xm[i], y[i], beta, beta0)
+                if new_beta0 != beta0 or np.any(new_beta != beta):
+                    mistakes += 1
+                beta, beta0 = new_beta, new_beta0
+            self.mistakes_.append(mistakes)
+            self.n_updates_ += mistakes
+            if mistakes == 0:
+                self.converged_ = True
+                break
+        self.coef_, self.intercept_ = beta, beta0
+        self.n_epochs_ = len(self.mistakes_)
+        self.n_features_in_ = Xm.shape[1]
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("this Perceptron is not fitted yet: call fit(X, y) first")
+
+    def decision_function(self, X, layer=None):
+        """beta^T x + beta_0 for every cell."""
+        self._check_fitted()
+        return _check_X(X, layer, self.n_features_in_) @ self.coef_ + self.intercept_
+
+    def predict(self, X, layer=None):
+        """sign(beta^T x + beta_0) in {0, 1}."""
+        return step(self.decision_function(X, layer)).astype(int)
+
+    def score(self, X, y, layer=None):
+        """Accuracy: the fraction of cells whose predicted label equals y."""
+        Xm, y = _check_Xy(X, y, layer, both_classes=False)
+        return float(np.mean(self.predict(Xm) == y))

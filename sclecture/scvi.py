@@ -1,0 +1,482 @@
+"""Lesson 06: scVI, a variational autoencoder for single-cell counts (Lopez et al., 2018).
+
+Generative model (the lecture's notation; s_n is the batch of cell n):
+
+    z_n ~ Normal(0, I),  l_n ~ LogNormal(l_mu, l_sigma^2),  rho_n = f_w(z_n, s_n),
+    w_ng ~ Gamma(rho_n^g, theta),  y_ng ~ Poisson(l_n w_ng)   =>  y_ng ~ NB(l_n rho_n^g, theta_g),
+    h_ng ~ Bernoulli(f_h^g(z_n, s_n)),  x_ng = y_ng if h_ng = 0 else 0   =>  x_ng ~ ZINB.
+
+Inference: q(z_n | x_n, s_n) = Normal(f_mu(x_n, s_n), f_sigma2(x_n, s_n)) (and, for a latent
+library size, q(log l_n | x_n, s_n) = Normal(...)), fitted by maximising
+
+    ELBO = E_q[log p(x | z, l, s)] - KL(q(z | x, s) || p(z)) [- KL(q(l | x, s) || p(l | s))].
+
+``SCVIModule`` holds the maths (``inference`` / ``generative`` / ``loss``) as a plain torch
+module; ``SCVI`` is the scikit-learn style estimator around it, trained with
+:func:`sclecture.training.train`. The architecture and the optimiser follow scvi-tools'
+defaults (one hidden layer of 128 units with BatchNorm, dropout 0.1 in the encoder, a
+gene-wise theta, Adam with eps=0.01 and weight decay 1e-6) so that the two can be compared.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .distributions import _log_nb, _log_poisson, _log_zinb
+from .training import MinibatchLoader, get_device, set_seed, train
+from .vae import Encoder
+
+__all__ = [
+    "library_prior",
+    "kl_warmup_weight",
+    "kl_normal",
+    "elbo_loss",
+    "Decoder",
+    "SCVIModule",
+    "SCVI",
+    "clustering_scores",
+    "batch_mixing_entropy",
+]
+
+LIKELIHOODS = ("zinb", "nb", "poisson")
+LIBRARIES = ("observed", "latent")
+
+
+# ---------------------------------------------------------------------------------------
+# small pieces that the lesson asks students to write
+# ---------------------------------------------------------------------------------------
+
+def library_prior(counts, batch_index=None, n_batches=None):
+    """The LogNormal prior of the library size, per batch: (l_mu, l_var), each (n_batches,).
+
+    l_mu_s = mean of log(sum_g x_ng) over the cells n of batch s, l_var_s = their variance
+    (ddof=0), as scVI sets them from the data.
+    """
+    totals = np.asarray(counts.sum(axis=1), dtype=np.float64).ravel()
+    if np.any(totals <= 0):
+        raise ValueError(f"{int(np.sum(totals <= 0))} cell(s) have no counts at all (log library size -inf): "
+                         "remove all-zero cells first, e.g. X[X.sum(axis=1) > 0]")
+    b = np.zeros(len(totals), dtype=int) if batch_index is None else np.asarray(batch_index).astype(int).ravel()
+    if b.shape != totals.shape:
+        raise ValueError(f"batch_index needs one entry per cell ({len(totals)}), got shape {np.shape(batch_index)}")
+    n_batches = int(b.max()) + 1 if n_batches is None else int(n_batches)
+    log_l = np.log(totals)
+    l_mu, l_var = np.zeros(n_batches), np.zeros(n_batches)
+    for s in range(n_batches):
+        m = b == s
+        if not m.any():
+            raise ValueError(f"batch {s} has no cells: every batch index from 0 to {n_batches - 1} needs at least one cell")
+        l_mu[s], l_var[s] = log_l[m].mean(), log_l[m].var()  # l_mu = mean log l_n, l_sigma^2 = var log l_n
+    return l_mu, l_var
+
+
+def kl_warmup_weight(epoch: int, n_epochs_kl_warmup: int | None) -> float:
+    """beta = min(1, epoch / n_epochs_kl_warmup): the KL term is switched on gradually."""
+    if not n_epochs_kl_warmup:
+        return 1.0
+    return min(1.0, epoch / n_epochs_kl_warmup)
+
+
+def kl_normal(mu, var, prior_mu=0.0, prior_var=1.0):
+    """KL(N(mu, var) || N(prior_mu, prior_var)), summed over the last axis (torch)."""
+    # KL = 1/2 sum_k [ log(prior_var / var) + (var + (mu - prior_mu)^2) / prior_var - 1 ]
+    prior_var = torch.as_tensor(prior_var, dtype=mu.dtype, device=mu.device)
+    return 0.5 * (torch.log(prior_var) - torch.log(var) + (var + (mu - prior_mu) ** 2) / prior_var - 1).sum(-1)
+
+
+def elbo_loss(log_px, qz_mu, qz_var, kl_weight=1.0):
+    """The minibatch loss -1/N sum_n [ log p(x_n | z_n) - beta KL(q(z_n | x_n) || p(z)) ].
+
+    ``log_px`` (N,) the reconstruction log-likelihood of each cell (summed over genes),
+    ``qz_mu``, ``qz_var`` (N, L) the encoder's mean and variance, ``kl_weight`` beta.
+    """
+    return (-log_px + kl_weight * kl_normal(qz_mu, qz_var)).mean()
+
+
+# ---------------------------------------------------------------------------------------
+# the torch module
+# ---------------------------------------------------------------------------------------
+
+def _bn(n: int) -> nn.BatchNorm1d:
+    return nn.BatchNorm1d(n, momentum=0.01, eps=1e-3)  # scvi-tools' BatchNorm settings
+
+
+class Decoder(nn.Module):
+    """f_w and f_h: (z_n, s_n) -> rho_n (a softmax over genes) and the dropout logits.
+
+    Hidden layers Linear -> BatchNorm -> ReLU; the one-hot batch s_n is fed to every one.
+    """
+
+    def __init__(self, n_latent: int, n_genes: int, n_hidden: int = 128, n_layers: int = 1,
+                 n_batches: int = 1, zero_inflated: bool = True):
+        super().__init__()
+        self.n_cat = n_batches if n_batches > 1 else 0
+        sizes = [n_latent] + [n_hidden] * n_layers
+        self.linears = nn.ModuleList(nn.Linear(a + self.n_cat, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.norms = nn.ModuleList(_bn(b) for b in sizes[1:])
+        self.scale = nn.Linear(n_hidden, n_genes)  # rho_n = softmax(W h + b) = f_w(z_n, s_n)
+        self.dropout = nn.Linear(n_hidden, n_genes) if zero_inflated else None  # logit f_h(z_n, s_n)
+
+    def forward(self, z: torch.Tensor, s_onehot: torch.Tensor | None = None):
+        h = z
+        for lin, bn in zip(self.linears, self.norms):
+            if self.n_cat:
+                h = torch.cat([h, s_onehot], dim=-1)
+            h = F.relu(bn(lin(h)))
+        rho = torch.softmax(self.scale(h), dim=-1)
+        pi_logits = self.dropout(h) if self.dropout is not None else None
+        return rho, pi_logits
+
+
+class SCVIModule(nn.Module):
+    """scVI's maths: ``inference`` (x -> q(z), q(l)), ``generative`` (z, l -> p(x | z, l)) and ``loss``.
+
+    Tensors travel in dicts, as in scvi-tools. ``x`` is a minibatch of raw counts (cells x
+    genes, float), ``batch_index`` the batch s_n of each cell (long).
+    """
+
+    var_eps = 1e-4  # added to the encoder's variance, as in scvi-tools, so that it never collapses to 0
+
+    def __init__(self, n_genes: int, n_batches: int = 1, n_latent: int = 10, n_hidden: int = 128,
+                 n_layers: int = 1, dropout: float = 0.1, likelihood: str = "zinb", library: str = "observed",
+                 l_mu: Sequence[float] | None = None, l_var: Sequence[float] | None = None,
+                 encode_batch: bool = True):
+        super().__init__()
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+        if library not in LIBRARIES:
+            raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
+        self.n_genes, self.n_batches, self.n_latent = int(n_genes), int(n_batches), int(n_latent)
+        self.likelihood, self.library = likelihood, library
+        n_cat = self.n_batches if (encode_batch and self.n_batches > 1) else 0
+        hidden = (int(n_hidden),) * int(n_layers)
+        self.z_encoder = Encoder(self.n_genes, self.n_latent, hidden=hidden, n_cat=n_cat, dropout=dropout,
+                                 batch_norm=True)
+        self.l_encoder = (Encoder(self.n_genes, 1, hidden=(int(n_hidden),), n_cat=n_cat, dropout=dropout,
+                                  batch_norm=True) if library == "latent" else None)
+        for enc in (self.z_encoder, self.l_encoder):
+            for m in (enc.modules() if enc is not None else ()):
+                if isinstance(m, nn.BatchNorm1d):
+                    m.momentum, m.eps = 0.01, 1e-3  # as in scvi-tools
+        self.decoder = Decoder(self.n_latent, self.n_genes, int(n_hidden), int(n_layers), self.n_batches,
+                               zero_inflated=likelihood == "zinb")
+        self.log_theta = nn.Parameter(torch.randn(self.n_genes))  # theta_g = exp(log_theta_g), one per gene
+        l_mu = torch.zeros(self.n_batches) if l_mu is None else torch.as_tensor(np.asarray(l_mu), dtype=torch.float32)
+        l_var = torch.ones(self.n_batches) if l_var is None else torch.as_tensor(np.asarray(l_var), dtype=torch.float32)
+        self.register_buffer("l_mu", l_mu)  # prior log l_n ~ Normal(l_mu_s, l_var_s), per batch s
+        self.register_buffer("l_var", l_var.clamp_min(1e-4))  # a batch of identical libraries would give 0
+
+    def _onehot(self, batch_index):
+        if self.n_batches == 1:
+            return None
+        return F.one_hot(batch_index.long().view(-1), self.n_batches).to(torch.float32)
+
+    def inference(self, x: torch.Tensor, batch_index: torch.Tensor | None = None, n_samples: int | None = None) -> dict:
+        """q(z | x, s) and the library size; draws z by reparameterisation (``n_samples`` draws add a leading axis)."""
+        s = self._onehot(batch_index)
+        x_enc = torch.log1p(x)  # the encoder reads log(1 + x): counts span orders of magnitude
+        cat = s if self.z_encoder.n_cat else None
+        qz_mu, logvar = self.z_encoder(x_enc, cat)
+        qz_var = torch.exp(logvar) + self.var_eps  # f_sigma2(x, s)
+        shape = qz_mu.shape if n_samples is None else (int(n_samples), *qz_mu.shape)
+        z = qz_mu + qz_var.sqrt() * torch.randn(shape, device=x.device)  # z = mu + sigma * eps, eps ~ N(0, I)
+        out = {"qz_mu": qz_mu, "qz_var": qz_var, "z": z}
+        if self.library == "observed":
+            out["library"] = torch.log(x.sum(-1, keepdim=True))  # log l_n = log sum_g x_ng, observed
+        else:
+            ql_mu, ql_logvar = self.l_encoder(x_enc, cat)
+            ql_var = torch.exp(ql_logvar) + self.var_eps
+            shape = ql_mu.shape if n_samples is None else (int(n_samples), *ql_mu.shape)
+            out.update(ql_mu=ql_mu, ql_var=ql_var,
+                       library=ql_mu + ql_var.sqrt() * torch.randn(shape, device=x.device))  # log l_n ~ q(l | x, s)
+        return out
+
+    def generative(self, z: torch.Tensor, library: torch.Tensor, batch_index: torch.Tensor | None = None) -> dict:
+        """p(x | z, l, s): rho = f_w(z, s), mu = l rho, theta, and the dropout logits f_h(z, s)."""
+        s = self._onehot(batch_index)
+        lead = z.shape[:-1]
+        if s is not None and z.dim() == 3:
+            s = s.expand(z.shape[0], *s.shape)
+        rho, pi_logits = self.decoder(z.reshape(-1, z.shape[-1]), None if s is None else s.reshape(-1, s.shape[-1]))
+        rho = rho.reshape(*lead, -1)
+        pi_logits = None if pi_logits is None else pi_logits.reshape(*lead, -1)
+        mu = torch.exp(library) * rho  # mean of x_ng: l_n rho_n^g
+        return {"rho": rho, "mu": mu, "theta": torch.exp(self.log_theta), "pi_logits": pi_logits}
+
+    def log_likelihood(self, x: torch.Tensor, gen: dict) -> torch.Tensor:
+        """log p(x_n | z_n, l_n, s_n) summed over genes, one value per cell."""
+        if self.likelihood == "zinb":
+            lp = _log_zinb(x, gen["mu"], gen["theta"], gen["pi_logits"])
+        elif self.likelihood == "nb":
+            lp = _log_nb(x, gen["mu"], gen["theta"])
+        else:
+            lp = _log_poisson(x, gen["mu"])
+        return lp.sum(-1)
+
+    def kl_library(self, inf: dict, batch_index: torch.Tensor | None) -> torch.Tensor:
+        """KL(q(log l | x, s) || N(l_mu_s, l_var_s)) per cell (0 when l is observed)."""
+        if self.library == "observed":
+            return torch.zeros(inf["qz_mu"].shape[0], device=inf["qz_mu"].device)
+        b = torch.zeros(inf["qz_mu"].shape[0], dtype=torch.long, device=inf["qz_mu"].device) \
+            if batch_index is None else batch_index.long().view(-1)
+        return kl_normal(inf["ql_mu"], inf["ql_var"], self.l_mu[b].unsqueeze(-1), self.l_var[b].unsqueeze(-1))
+
+    def loss(self, x: torch.Tensor, batch_index: torch.Tensor | None = None, kl_weight: float = 1.0) -> dict:
+        """-ELBO averaged over the minibatch, with the KL of z weighted by beta (warm-up).
+
+        loss = 1/N sum_n [ -log p(x_n | z_n, l_n) + beta KL(q(z_n) || p(z)) + KL(q(l_n) || p(l_n)) ]
+        """
+        inf = self.inference(x, batch_index)
+        gen = self.generative(inf["z"], inf["library"], batch_index)
+        log_px = self.log_likelihood(x, gen)
+        kl_z = kl_normal(inf["qz_mu"], inf["qz_var"])  # KL(q(z | x, s) || N(0, I))
+        kl_l = self.kl_library(inf, batch_index)
+        loss = (-log_px + kl_weight * kl_z + kl_l).mean()
+        return {"loss": loss, "reconstruction": -log_px.mean(), "kl_z": kl_z.mean(), "kl_l": kl_l.mean()}
+
+    def elbo(self, x: torch.Tensor, batch_index: torch.Tensor | None = None) -> torch.Tensor:
+        """ELBO_n = log p(x_n | z_n, l_n) - KL_z - KL_l per cell, one z drawn from q."""
+        inf = self.inference(x, batch_index)
+        gen = self.generative(inf["z"], inf["library"], batch_index)
+        return self.log_likelihood(x, gen) - kl_normal(inf["qz_mu"], inf["qz_var"]) - self.kl_library(inf, batch_index)
+
+    def marginal_ll(self, x: torch.Tensor, batch_index: torch.Tensor | None = None, n_samples: int = 100) -> torch.Tensor:
+        """Importance-sampled log p(x_n | s_n) per cell:
+        log p(x) ~ logsumexp_k [log p(x | z_k, l_k) + log p(z_k) + log p(l_k) - log q(z_k | x) - log q(l_k | x)] - log K.
+        """
+        K = int(n_samples)
+        inf = self.inference(x, batch_index, n_samples=K)
+        gen = self.generative(inf["z"], inf["library"], batch_index)
+        log_w = self.log_likelihood(x.expand(K, *x.shape), gen)
+        log_w = log_w + _log_normal(inf["z"], 0.0, 1.0) - _log_normal(inf["z"], inf["qz_mu"], inf["qz_var"])
+        if self.library == "latent":
+            b = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if batch_index is None else batch_index.long().view(-1)
+            log_w = (log_w + _log_normal(inf["library"], self.l_mu[b].unsqueeze(-1), self.l_var[b].unsqueeze(-1))
+                     - _log_normal(inf["library"], inf["ql_mu"], inf["ql_var"]))
+        return torch.logsumexp(log_w, dim=0) - math.log(K)
+
+
+def _log_normal(v, mu, var):
+    # log N(v | mu, var), summed over the last axis
+    var = torch.as_tensor(var, dtype=v.dtype, device=v.device)
+    return (-0.5 * (math.log(2 * math.pi) + torch.log(var) + (v - mu) ** 2 / var)).sum(-1)
+
+
+# ---------------------------------------------------------------------------------------
+# the estimator
+# ---------------------------------------------------------------------------------------
+
+def _is_anndata(obj) -> bool:
+    return type(obj).__name__ == "AnnData" and hasattr(obj, "obs")
+
+
+class SCVI:
+    """scVI as a scikit-learn style estimator.
+
+    ``SCVI(...).fit(adata, batch_key="batch")`` trains on the raw counts in ``adata.X`` (or
+    ``adata.layers[layer]``); ``get_latent_representation``, ``get_normalized_expression``,
+    ``get_elbo`` and ``get_marginal_ll`` then work on the training data (``adata=None``) or on
+    new cells with the same genes and known batches. A NumPy array or SciPy sparse matrix of
+    counts works too (without batches). Sparse counts are densified one minibatch at a time.
+
+    ``n_epochs_kl_warmup``: the KL weight beta grows linearly from 0 to 1 over this many
+    epochs (None: a quarter of ``n_epochs``; 0: no warm-up).
+    """
+
+    def __init__(self, n_latent: int = 10, n_hidden: int = 128, n_layers: int = 1, dropout: float = 0.1,
+                 likelihood: str = "zinb", library: str = "observed", n_epochs: int = 400,
+                 n_epochs_kl_warmup: int | None = None, lr: float = 1e-3, batch_size: int = 128,
+                 weight_decay: float = 1e-6, encode_batch: bool = True, random_state: int = 0,
+                 device: str | None = None, progress: bool = True):
+        self.n_latent, self.n_hidden, self.n_layers, self.dropout = n_latent, n_hidden, n_layers, dropout
+        self.likelihood, self.library = likelihood, library
+        self.n_epochs, self.n_epochs_kl_warmup = n_epochs, n_epochs_kl_warmup
+        self.lr, self.batch_size, self.weight_decay = lr, batch_size, weight_decay
+        self.encode_batch, self.random_state, self.device, self.progress = encode_batch, random_state, device, progress
+
+    # -- input handling ------------------------------------------------------------------
+    def _counts(self, data, layer):
+        from .preprocessing import check_counts
+
+        X = check_counts(data, layer=layer, name="the counts")
+        totals = np.asarray(X.sum(axis=1)).ravel()
+        if np.any(totals <= 0):
+            raise ValueError(f"{int(np.sum(totals <= 0))} cell(s) have no counts at all; scVI needs every cell's "
+                             "library size: drop them first, e.g. adata = adata[adata.X.sum(axis=1).A1 > 0]")
+        if sp.issparse(X):
+            X = sp.csr_matrix(X, dtype=np.float32)  # rows are densified one minibatch at a time
+        else:
+            X = np.asarray(X, dtype=np.float32)
+        return X
+
+    def _batches(self, data, batch_key, fitting: bool):
+        n = data.shape[0]
+        if batch_key is None:
+            return np.zeros(n, dtype=np.int64)
+        if not _is_anndata(data):
+            raise TypeError(f"batch_key={batch_key!r} needs an AnnData (the key names a column of adata.obs); "
+                            f"got {type(data).__name__}")
+        if batch_key not in data.obs:
+            raise KeyError(f"no column {batch_key!r} in adata.obs; its columns are {list(data.obs.columns)}: "
+                           "pass one of them as batch_key, or batch_key=None")
+        values = np.asarray(data.obs[batch_key].astype(str))
+        if fitting:
+            self.batch_categories_ = sorted(set(values.tolist()))
+        lookup = {c: i for i, c in enumerate(self.batch_categories_)}
+        unknown = sorted(set(values.tolist()) - set(lookup))
+        if unknown:
+            raise ValueError(f"batch(es) {unknown} in adata.obs[{batch_key!r}] were not seen during fit (the model knows "
+                             f"{self.batch_categories_}); scVI has no decoder input for a new batch: refit on data that includes it")
+        return np.array([lookup[v] for v in values], dtype=np.int64)
+
+    def _data(self, adata, layer):
+        """(X, batch_index) of new data, or of the training data when adata is None."""
+        self._check_fitted()
+        if adata is None:
+            return self._X, self._batch
+        X = self._counts(adata, layer)
+        if X.shape[1] != self.n_genes_:
+            raise ValueError(f"the model was trained on {self.n_genes_} genes, this data has {X.shape[1]}: "
+                             "select the same genes (in the same order) first")
+        if self.var_names_ is not None and _is_anndata(adata) and list(adata.var_names) != self.var_names_:
+            raise ValueError("the genes (var_names) differ from the training data's: subset to the training genes, "
+                             "in the same order, e.g. adata[:, model.var_names_]")
+        return X, self._batches(adata, self.batch_key_, fitting=False)
+
+    def _check_fitted(self):
+        if not hasattr(self, "module_"):
+            raise RuntimeError("this SCVI model is not fitted yet: call fit(adata) first")
+
+    # -- training ------------------------------------------------------------------------
+    def fit(self, adata, batch_key: str | None = None, layer: str | None = None) -> "SCVI":
+        """Train on the raw counts of ``adata`` (batches from ``adata.obs[batch_key]``)."""
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.library not in LIBRARIES:
+            raise ValueError(f"library must be one of {LIBRARIES}, got {self.library!r}")
+        X = self._counts(adata, layer)
+        if batch_key is None:
+            self.batch_categories_ = ["0"]
+        batch = self._batches(adata, batch_key, fitting=True)
+        self.batch_key_, self.n_genes_ = batch_key, X.shape[1]
+        self.var_names_ = list(adata.var_names) if _is_anndata(adata) else None
+        self.n_batches_ = len(self.batch_categories_)
+        self.l_mu_, self.l_var_ = library_prior(X, batch, self.n_batches_)
+        set_seed(self.random_state)
+        self.module_ = SCVIModule(self.n_genes_, self.n_batches_, self.n_latent, self.n_hidden, self.n_layers,
+                                  self.dropout, self.likelihood, self.library, self.l_mu_, self.l_var_,
+                                  self.encode_batch)
+        device = get_device(self.device)
+        self.module_.to(device)
+        optimizer = torch.optim.Adam(self.module_.parameters(), lr=self.lr, eps=0.01, weight_decay=self.weight_decay)
+        warmup = self.n_epochs // 4 if self.n_epochs_kl_warmup is None else int(self.n_epochs_kl_warmup)
+
+        def loss_fn(module, b, epoch):
+            x, s = b
+            return module.loss(x, s, kl_weight=kl_warmup_weight(epoch, warmup))
+
+        # a last minibatch of one or two cells would make BatchNorm's statistics meaningless
+        drop_last = 0 < X.shape[0] % int(self.batch_size) < 3 and X.shape[0] > int(self.batch_size)
+        self.history_ = train(self.module_, loss_fn, (X, batch), epochs=self.n_epochs, batch_size=self.batch_size,
+                              optimizer=optimizer, device=device, seed=self.random_state, progress=self.progress,
+                              desc="scVI", drop_last=drop_last)
+        self._X, self._batch = X, batch
+        return self
+
+    # -- what the trained model gives ----------------------------------------------------
+    @torch.no_grad()
+    def _map(self, X, batch, fn, batch_size=None):
+        module = self.module_
+        module.eval()
+        device = next(module.parameters()).device
+        loader = MinibatchLoader((X, batch), batch_size=batch_size or max(int(self.batch_size), 512), shuffle=False,
+                                 device=device)
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.random_state)
+            return np.concatenate([fn(x, s).detach().cpu().numpy() for x, s in loader])
+
+    def get_latent_representation(self, adata=None, layer: str | None = None, give_mean: bool = True) -> np.ndarray:
+        """The posterior mean E_q[z_n] (or one draw of z_n), cells x n_latent."""
+        X, batch = self._data(adata, layer)
+        key = "qz_mu" if give_mean else "z"
+        return self._map(X, batch, lambda x, s: self.module_.inference(x, s)[key])
+
+    def get_normalized_expression(self, adata=None, layer: str | None = None, library_size: float = 1.0,
+                                  transform_batch: str | None = None) -> np.ndarray:
+        """Denoised expression rho_n = f_w(E_q[z_n], s_n), scaled to ``library_size`` counts per cell.
+
+        ``transform_batch`` decodes every cell as if it came from that batch: expression with
+        the batch effect removed.
+        """
+        X, batch = self._data(adata, layer)
+        if transform_batch is not None:
+            if str(transform_batch) not in self.batch_categories_:
+                raise ValueError(f"transform_batch={transform_batch!r} is not a batch of the training data "
+                                 f"({self.batch_categories_})")
+            batch = np.full_like(batch, self.batch_categories_.index(str(transform_batch)))
+
+        def fn(x, s):
+            inf = self.module_.inference(x, s)
+            return self.module_.generative(inf["qz_mu"], inf["library"], s)["rho"] * library_size
+
+        return self._map(X, batch, fn)
+
+    def get_elbo(self, adata=None, layer: str | None = None) -> np.ndarray:
+        """The ELBO of each cell (nats; a lower bound of log p(x_n); higher is better)."""
+        X, batch = self._data(adata, layer)
+        return self._map(X, batch, self.module_.elbo)
+
+    def get_marginal_ll(self, adata=None, layer: str | None = None, n_samples: int = 100) -> np.ndarray:
+        """Importance-sampled log p(x_n) of each cell with ``n_samples`` draws from q (higher is better)."""
+        if int(n_samples) < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        X, batch = self._data(adata, layer)
+        return self._map(X, batch, lambda x, s: self.module_.marginal_ll(x, s, int(n_samples)),
+                         batch_size=max(16, 16384 // int(n_samples)))
+
+
+# ---------------------------------------------------------------------------------------
+# judging a latent space
+# ---------------------------------------------------------------------------------------
+
+def clustering_scores(latent, labels, n_clusters: int | None = None, random_state: int = 0) -> dict:
+    """k-means on the latent space against known labels: ARI, NMI, and the silhouette of the labels."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+
+    latent = np.asarray(latent, dtype=np.float64)
+    labels = np.asarray(labels).astype(str)
+    if latent.ndim != 2 or latent.shape[0] != labels.shape[0]:
+        raise ValueError(f"latent must be cells x dimensions with one label per cell; got {latent.shape} and {labels.shape}")
+    k = len(np.unique(labels)) if n_clusters is None else int(n_clusters)
+    pred = KMeans(n_clusters=k, n_init=10, random_state=random_state).fit_predict(latent)
+    return {"ari": float(adjusted_rand_score(labels, pred)), "nmi": float(normalized_mutual_info_score(labels, pred)),
+            "silhouette": float(silhouette_score(latent, labels))}
+
+
+def batch_mixing_entropy(latent, batches, k: int = 50) -> float:
+    """Mean entropy of the batch labels among each cell's k nearest neighbours, divided by
+    log(number of batches): 1 when the neighbourhoods are as mixed as they can be, 0 when
+    every cell sees only its own batch."""
+    from sklearn.neighbors import NearestNeighbors
+
+    latent = np.asarray(latent, dtype=np.float64)
+    codes, batches = np.unique(np.asarray(batches).astype(str), return_inverse=True)
+    if len(codes) < 2:
+        raise ValueError("batch mixing needs at least two batches")
+    if latent.shape[0] != batches.shape[0]:
+        raise ValueError(f"{batches.shape[0]} batch labels for {latent.shape[0]} cells")
+    k = min(int(k), latent.shape[0] - 1)
+    idx = NearestNeighbors(n_neighbors=k + 1).fit(latent).kneighbors(latent, return_distance=False)[:, 1:]
+    counts = np.stack([(batches[idx] == b).sum(1) for b in range(len(codes))], axis=1) / k
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(counts > 0, counts * np.log(counts), 0.0).sum(1)
+    return float(ent.mean() / np.log(len(codes)))

@@ -1,0 +1,47 @@
+"""Shared fixtures: the course root, the lessons, the real-data folder, quick mode."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import notebooks as nbtool  # noqa: E402  (tools/notebooks.py)
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+LESSONS = nbtool.lesson_names()
+
+
+def shared_data_dir() -> Path | None:
+    """The seeded copy of the real datasets, if this machine has one."""
+    env = os.environ.get("SCLECTURE_DATA_DIR")
+    if env and Path(env).is_dir():
+        return Path(env)
+    candidate = ROOT.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture()
+def real_data(monkeypatch, tmp_path_factory):
+    """Point the loaders at the seeded datasets (skip, saying why, where there are none)."""
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip("real datasets not found: set SCLECTURE_DATA_DIR or put the seeded copy in ../shared/data")
+    monkeypatch.setenv("SCLECTURE_DATA_DIR", str(d))
+    return d
+
+
+def lesson_params():
+    return [pytest.param(name, id=name) for name in LESSONS]

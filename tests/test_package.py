@@ -1,0 +1,66 @@
+"""The package imports, exports its version and seeds, and picks a device."""
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import sclecture
+
+
+def test_version_and_exports():
+    assert re.fullmatch(r"\d+\.\d+\.\d+", sclecture.__version__)
+    from importlib.metadata import version
+
+    assert version("sclecture") == sclecture.__version__, "pyproject.toml and sclecture.__version__ disagree"
+    for name in ["set_seed", "get_device", "quick_mode"]:
+        assert callable(getattr(sclecture, name))
+
+
+def test_unknown_attribute_is_a_clear_error():
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        sclecture.nonexistent
+
+
+def test_set_seed_repeats_numpy_and_torch():
+    sclecture.set_seed(123)
+    a = (np.random.rand(4), torch.rand(4), torch.randn(2, 2))
+    sclecture.set_seed(123)
+    b = (np.random.rand(4), torch.rand(4), torch.randn(2, 2))
+    assert np.array_equal(a[0], b[0])
+    assert torch.equal(a[1], b[1]) and torch.equal(a[2], b[2])
+    sclecture.set_seed(124)
+    assert not np.array_equal(np.random.rand(4), a[0])
+
+
+def test_set_seed_rejects_non_integers():
+    with pytest.raises(TypeError, match="integer"):
+        sclecture.set_seed(1.5)
+
+
+def test_device_choice(monkeypatch):
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert sclecture.get_device().type == expected
+    assert sclecture.get_device("cpu").type == "cpu"
+    monkeypatch.setenv("SCLECTURE_DEVICE", "cpu")
+    assert sclecture.get_device().type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            sclecture.get_device("cuda")
+
+
+def test_versions_report():
+    v = sclecture.versions()
+    assert v["sclecture"] == sclecture.__version__
+    assert v["torch"].startswith(torch.__version__.split("+")[0])
+    assert v["device"].split()[0] in {"cpu", "cuda"}
+
+
+def test_quick_mode(monkeypatch):
+    from sclecture.training import n_epochs
+
+    monkeypatch.delenv("SCLECTURE_QUICK", raising=False)
+    assert not sclecture.quick_mode() and n_epochs(50, 2) == 50
+    monkeypatch.setenv("SCLECTURE_QUICK", "1")
+    assert sclecture.quick_mode() and n_epochs(50, 2) == 2

@@ -1,0 +1,119 @@
+"""The one training loop: it decreases a loss, repeats under a seed, shows progress."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import sclecture
+from sclecture.training import History, MinibatchLoader, train
+
+
+def _regression(n=400, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    w = rng.normal(size=(d, 1)).astype(np.float32)
+    y = X @ w + 0.01 * rng.normal(size=(n, 1)).astype(np.float32)
+    return X, y, w
+
+
+def _mse(model, batch, epoch):
+    x, y = batch
+    return torch.mean((model(x) - y) ** 2)
+
+
+def test_training_decreases_the_loss_and_recovers_weights():
+    X, y, w = _regression()
+    sclecture.set_seed(0)
+    model = torch.nn.Linear(5, 1)
+    hist = train(model, _mse, (X, y), epochs=30, batch_size=32, lr=0.05, progress=False)
+    losses = hist["loss"]
+    assert len(losses) == 30 and hist.n_epochs == 30
+    assert losses[-1] < 0.01 * losses[0]
+    np.testing.assert_allclose(model.weight.detach().numpy().ravel(), w.ravel(), atol=0.02)
+    assert len(hist.step_loss) == 30 * 13  # ceil(400 / 32) steps per epoch
+    assert not model.training, "the model is left in eval mode"
+
+
+def test_same_seed_same_result():
+    X, y, _ = _regression()
+    out = []
+    for _ in range(2):
+        sclecture.set_seed(1)
+        model = torch.nn.Linear(5, 1)
+        h = train(model, _mse, (X, y), epochs=3, batch_size=50, seed=7, progress=False)
+        out.append((h.step_loss, model.weight.detach().clone()))
+    assert out[0][0] == out[1][0]
+    assert torch.equal(out[0][1], out[1][1])
+
+
+def test_progress_bar_is_shown(capsys):
+    X, y, _ = _regression(n=64)
+    train(torch.nn.Linear(5, 1), _mse, (X, y), epochs=2, batch_size=16, desc="fitting toy", progress=True)
+    err = capsys.readouterr().err
+    assert "fitting toy" in err and "2/2" in err and "loss=" in err
+
+
+def test_dict_losses_and_validation_are_logged():
+    X, y, _ = _regression()
+
+    def loss(model, batch, epoch):
+        x, t = batch
+        mse = torch.mean((model(x) - t) ** 2)
+        return {"loss": mse, "mse_copy": mse.detach() * 2}
+
+    h = train(torch.nn.Linear(5, 1), loss, (X[:300], y[:300]), validation=(X[300:], y[300:]),
+              epochs=4, lr=0.05, progress=False)
+    assert set(h.keys()) == {"loss", "mse_copy", "val_loss", "val_mse_copy"}
+    np.testing.assert_allclose(h["mse_copy"], 2 * np.array(h["loss"]), rtol=1e-5)
+    assert h["val_loss"][-1] < h["val_loss"][0]
+
+
+def test_lr_schedule_is_applied():
+    X, y, _ = _regression(n=64)
+    model = torch.nn.Linear(5, 1)
+    before = model.weight.detach().clone()
+    train(model, _mse, (X, y), epochs=2, lr=0.1, lr_schedule=lambda step: 0.0, progress=False)
+    assert torch.equal(before, model.weight.detach()), "a zero learning-rate factor must freeze the weights"
+
+
+def test_non_finite_loss_stops_with_a_clear_error():
+    X, y, _ = _regression(n=64)
+    X[3, 0] = np.nan
+    with pytest.raises(FloatingPointError, match="NaN"):
+        train(torch.nn.Linear(5, 1), _mse, (X, y), epochs=1, batch_size=64, progress=False)
+
+
+def test_loader_batches_sparse_rows_without_densifying_everything():
+    rng = np.random.default_rng(0)
+    dense = rng.poisson(0.3, size=(50, 20)).astype(np.float32)
+    labels = np.arange(50)
+    loader = MinibatchLoader((sp.csr_matrix(dense), labels), batch_size=16, shuffle=True, seed=3)
+    assert sp.issparse(loader.arrays[0]), "sparse input stays sparse on the host"
+    seen = []
+    for xb, lb in loader:
+        assert xb.shape[1] == 20 and xb.dtype == torch.float32
+        np.testing.assert_array_equal(xb.numpy(), dense[lb.numpy()])
+        seen.extend(lb.tolist())
+    assert sorted(seen) == list(range(50)) and seen != list(range(50))
+    assert len(loader) == 4
+
+
+def test_loader_errors():
+    with pytest.raises(ValueError, match="same number of rows"):
+        MinibatchLoader((np.zeros((3, 2)), np.zeros(4)))
+    with pytest.raises(ValueError, match="empty"):
+        MinibatchLoader((np.zeros((0, 2)),))
+    with pytest.raises(ValueError, match="batch_size"):
+        MinibatchLoader((np.zeros((3, 2)),), batch_size=0)
+
+
+def test_history_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    h = History(epoch={"loss": [3.0, 2.0, 1.0], "val_loss": [3.5, 2.5, 1.8]})
+    ax = h.plot()
+    assert [l.get_label() for l in ax.get_lines()] == ["loss", "val_loss"]
+    with pytest.raises(ValueError, match="empty"):
+        History().plot()
