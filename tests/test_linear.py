@@ -108,10 +108,10 @@ def test_gradient_matches_torch_autograd():
     Xt, yt = torch.tensor(X), torch.tensor(y, dtype=torch.float64)
     ll = torch.distributions.Bernoulli(logits=Xt @ beta + beta0).log_prob(yt).sum()
     ll.backward()
-    g_beta, g_beta0 = linear.log_likelihood_gradient(X, y, beta.detach().numpy(), float(beta0))
+    g_beta, g_beta0 = linear.log_likelihood_gradient(X, y, beta.detach().numpy(), beta0.item())
     np.testing.assert_allclose(g_beta, beta.grad.numpy(), rtol=1e-10)
     np.testing.assert_allclose(g_beta0, beta0.grad.item(), rtol=1e-10)
-    np.testing.assert_allclose(linear.log_likelihood(X, y, beta.detach().numpy(), float(beta0)), ll.item(), rtol=1e-12)
+    np.testing.assert_allclose(linear.log_likelihood(X, y, beta.detach().numpy(), beta0.item()), ll.item(), rtol=1e-12)
 
 
 # --- logistic regression -------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_perceptron_update_rule():
     beta, beta0 = np.array([1.0, -1.0]), 0.0
     # misclassified positive: eta = -1 < 0 -> y_hat = 0, so add x
     b, b0 = linear.perceptron_update(np.array([0.0, 1.0]), 1, beta, beta0)
-    np.testing.assert_array_equal(b, [1.0, 0.0]) and None
+    np.testing.assert_array_equal(b, [1.0, 0.0])
     assert b0 == 1.0
     # misclassified negative, on the boundary: eta = 0 -> y_hat = 1, so subtract x
     b, b0 = linear.perceptron_update(np.array([1.0, 1.0]), 0, beta, beta0)
