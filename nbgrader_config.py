@@ -19,3 +19,32 @@ c.Execute.interrupt_on_timeout = True
 
 # Any cell may print a progress bar; none of it belongs in a release.
 c.ClearOutput.enabled = True
+
+# --- Autograding guard -----------------------------------------------------------------
+# A submission can hide failing checks from nbgrader by swallowing exceptions inside the
+# kernel (IPython's set_custom_exc, or replacing the shell's showtraceback). Before any
+# graded test cell runs, this line undoes both, so an assertion that fails is reported.
+# (Replacing numpy.allclose or the helpers of sclecture.grading does not help either: the
+# hidden tests use fresh copies from sclecture.grading.trusted().)
+from nbgrader.preprocessors import NbGraderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds,  # noqa: E402
+                                    OverwriteCells, OverwriteKernelspec)
+
+GUARD = (
+    '_ip = __import__("IPython").get_ipython(); '
+    '[vars(_ip).pop(_k, None) for _k in ("set_custom_exc", "showtraceback", "_showtraceback", "showsyntaxerror")]; '
+    "_ip.set_custom_exc((), None); del _ip  # sclecture: exceptions in test cells are reported"
+)
+
+
+class GuardTestCells(NbGraderPreprocessor):
+    def preprocess_cell(self, cell, resources, index):
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("grade") and not cell.source.startswith(GUARD):
+            cell.source = GUARD + "\n" + cell.source
+        return cell, resources
+
+
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, GuardTestCells, CheckCellMetadata,
+]

@@ -31,6 +31,8 @@ def main(argv: list[str]) -> int:
         "--nbval-sanitize-with", "tests/nbval_sanitize.cfg",
         "--nbval-cell-timeout", "900",
         "--durations", "15",
+        # two workers on a 2-core machine; a notebook's cells stay together (see tests/conftest.py)
+        "-n", os.environ.get("SCLECTURE_TEST_WORKERS", "2"), "--dist", "loadgroup",
         *argv,
     ]
     print("+", " ".join(cmd), flush=True)

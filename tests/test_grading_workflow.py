@@ -1,0 +1,326 @@
+"""The instructor's workflow, proven on a corpus of submissions built from each release.
+
+Every lesson is graded (with SCLECTURE_QUICK=1, as `make grade` does) for five students:
+the full solution, the untouched release, a partial solution, one whose code raises and
+one that loops forever. Two lessons also get the submissions students hand in when things
+go wrong: edited and deleted test cells, moved and added cells, a renamed notebook, a
+monkeypatching cheat, another kernel name, non-UTF-8 bytes and a truncated file. The
+scores are read from the gradebook and compared with the points each case must earn.
+The exchange path (release, fetch, submit, collect) is tested with two students.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import LESSONS, ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+import grade as grading_tool  # noqa: E402  (tools/grade.py)
+
+pytestmark = pytest.mark.notebooks
+
+TIMEOUT = 20  # seconds per cell: enough for every cell in quick mode, short for the infinite loop
+SOLUTION_LINE = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
+
+
+# ---------------------------------------------------------------- building submissions
+def _source(name):
+    return nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
+
+
+def _release(name):
+    return nbformat.read(ROOT / "notebooks" / name / f"{name}.ipynb", as_version=4)
+
+
+def _is_solution(cell):
+    return cell.metadata.get("nbgrader", {}).get("solution", False)
+
+
+def _is_test(cell):
+    m = cell.metadata.get("nbgrader", {})
+    return cell.cell_type == "code" and m.get("grade", False)
+
+
+def _points(cell):
+    return float(cell.metadata["nbgrader"].get("points", 0))
+
+
+def _solve(release, source, which=None):
+    """Fill the release's solution cells (all, or the indices in ``which``) as a student would."""
+    nb = nbformat.from_dict(json.loads(json.dumps(release)))
+    k = 0
+    for cell, src in zip(nb.cells, source.cells):
+        if _is_solution(cell) and cell.cell_type == "code":
+            if which is None or k in which:
+                cell.source = "\n".join(l for l in src.source.splitlines() if not SOLUTION_LINE.match(l))
+            k += 1
+        elif _is_solution(cell):  # written answer
+            cell.source = "The perceptron draws one straight line; XOR needs two."
+    return nb
+
+
+def _replace_stub(nb, index, replacement):
+    """Replace `raise NotImplementedError()` in the index-th code exercise (keeping its indent)."""
+    cells = [c for c in nb.cells if _is_solution(c) and c.cell_type == "code"]
+    cell = cells[index]
+    lines = []
+    for line in cell.source.splitlines():
+        if line.strip() == "raise NotImplementedError()":
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.extend(indent + r for r in replacement.splitlines())
+        else:
+            lines.append(line)
+    cell.source = "\n".join(lines)
+    return nb
+
+
+def _exercise_layout(nb):
+    """(total points, points of the test cells after the last exercise, points up to exercise k)."""
+    order = []
+    for cell in nb.cells:
+        if _is_solution(cell) and cell.cell_type == "code":
+            order.append(("ex", 0.0))
+        elif _is_test(cell):
+            order.append(("test", _points(cell)))
+    total = sum(p for kind, p in order if kind == "test")
+    n_ex = sum(1 for kind, _ in order if kind == "ex")
+    before = []  # before[k]: points of the tests that precede exercise k (0-based)
+    acc = 0.0
+    for kind, p in order:
+        if kind == "ex":
+            before.append(acc)
+        else:
+            acc += p
+    last_tests = total - before[-1]
+    return total, last_tests, before, n_ex
+
+
+def build_core_corpus(name, folder: Path) -> dict[str, float]:
+    """Write the five core submissions of a lesson as <student>_<lesson>.ipynb; return expected scores."""
+    source, release = _source(name), _release(name)
+    total, last_tests, before, n_ex = _exercise_layout(release)
+    half = max(1, n_ex // 2)
+    expected = {}
+
+    def write(student, nb, score):
+        nbformat.write(nb, folder / f"{student}_{name}.ipynb")
+        expected[student] = score
+
+    write("solved", _solve(release, source), total)
+    write("untouched", release, 0.0)
+    write("partial", _solve(release, source, which=set(range(half))), before[half] if half < n_ex else total)
+    write("raises", _replace_stub(_solve(release, source, which=set(range(n_ex - 1))), n_ex - 1,
+                                  'raise ValueError("a bug in my code")'), total - last_tests)
+    write("loops", _replace_stub(_solve(release, source, which=set(range(n_ex - 1))), n_ex - 1,
+                                 "while True:\n    pass"), total - last_tests)
+    return expected
+
+
+def _scores(results):
+    return {s: r.score for s, r in results.items()}
+
+
+# ---------------------------------------------------------------- the core corpus, every lesson
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in LESSONS])
+def test_core_corpus_grades_exactly(name, tmp_path):
+    subs = tmp_path / "submissions"
+    subs.mkdir()
+    expected = build_core_corpus(name, subs)
+    before = {p.name: p.read_bytes() for p in subs.iterdir()}
+    results = grading_tool.grade(name, subs, course=tmp_path / "course", timeout=TIMEOUT, quiet=True)
+    assert _scores(results) == expected, {s: (r.score, r.failed, r.notes) for s, r in results.items()}
+    assert any("timed out" in n for n in results["loops"].notes), results["loops"].notes
+    # the submissions themselves are untouched
+    assert {p.name: p.read_bytes() for p in subs.iterdir()} == before
+    # the untouched release failed only in its test cells, with NotImplementedError
+    nb = nbformat.read(tmp_path / "course" / "autograded" / "untouched" / name / f"{name}.ipynb", as_version=4)
+    for cell in nb.cells:
+        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        if _is_test(cell):
+            assert errors and errors[0].ename == "NotImplementedError", (cell.metadata["nbgrader"]["grade_id"], errors)
+        elif cell.cell_type == "code":
+            assert not errors, f"{name}: a non-test cell failed on the untouched release: {cell.source[:200]}"
+    rows = list(csv.DictReader(open(tmp_path / "course" / "grades" / f"{name}.csv")))
+    assert {r["student"]: float(r["score"]) for r in rows} == expected
+
+
+# ---------------------------------------------------------------- what goes wrong in real classes
+EXTENDED = [n for n in ("00_setup", "01_logistic_regression") if n in LESSONS]
+
+CHEAT = '''
+import numpy as np
+import sclecture.grading as _g
+np.allclose = lambda *a, **k: True
+np.testing.assert_allclose = lambda *a, **k: None
+for _name in ("assert_close", "assert_shape", "assert_equal", "assert_probabilities", "assert_finite"):
+    setattr(_g, _name, lambda *a, **k: None)
+get_ipython().set_custom_exc((AssertionError, NameError, TypeError, ValueError), lambda *a, **k: None)
+'''
+
+
+def build_extended_corpus(name, folder: Path) -> dict[str, float]:
+    source, release = _source(name), _release(name)
+    total = sum(_points(c) for c in release.cells if _is_test(c))
+    expected = {}
+
+    def write(student, nb, score, filename=None):
+        nbformat.write(nb, folder / (filename or f"{student}_{name}.ipynb"))
+        expected[student] = score
+
+    nb = _release(name)
+    for cell in nb.cells:
+        if _is_test(cell):
+            cell.source = "pass  # tests? what tests?"
+    write("edited", nb, 0.0)
+
+    nb = _release(name)
+    nb.cells = [c for c in nb.cells if not _is_test(c)]
+    write("deleted", nb, 0.0)
+
+    nb = _solve(release, source)
+    nb.cells.insert(3, nbformat.v4.new_markdown_cell("My notes on this lesson."))
+    nb.cells.insert(5, nbformat.v4.new_code_cell("scratch = 1 + 1"))
+    plain = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and "nbgrader" not in c.metadata]
+    nb.cells.append(nb.cells.pop(plain[-1]))  # a narrative cell moved to the end
+    write("rearranged", nb, total)
+
+    write("renamed", _solve(release, source), total, filename=f"renamed_Copy of {name} (1).ipynb")
+
+    nb = _release(name)
+    nb = _replace_stub(nb, 0, "return None") if _stub_is_in_function(nb) else nb
+    first = next(c for c in nb.cells if _is_solution(c) and c.cell_type == "code")
+    first.source = CHEAT + "\n" + first.source
+    write("cheater", nb, 0.0)
+
+    nb = _solve(release, source)
+    nb.metadata["kernelspec"] = {"name": "my-venv", "display_name": "My venv", "language": "python"}
+    write("otherkernel", nb, total)
+
+    nb = _solve(release, source)
+    md = next(c for c in nb.cells if c.cell_type == "markdown")
+    md.source += "\n\nGARBAGE_MARKER"
+    raw = nbformat.writes(nb).encode("utf-8").replace(b"GARBAGE_MARKER", b"caf\xe9 \xff\xfe")
+    (folder / f"garbled_{name}.ipynb").write_bytes(raw)
+    expected["garbled"] = total
+
+    text = nbformat.writes(_solve(release, source))
+    (folder / f"truncated_{name}.ipynb").write_text(text[: len(text) // 3])
+    expected["truncated"] = None
+    return expected
+
+
+def _stub_is_in_function(nb):
+    cell = next(c for c in nb.cells if _is_solution(c) and c.cell_type == "code")
+    return any(l.startswith((" ", "\t")) and l.strip() == "raise NotImplementedError()" for l in cell.source.splitlines())
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in EXTENDED])
+def test_extended_corpus(name, tmp_path):
+    subs = tmp_path / "lms-download"
+    subs.mkdir()
+    expected = build_extended_corpus(name, subs)
+    archive = tmp_path / "submissions.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in sorted(subs.iterdir()):
+            zf.write(p, p.name)
+    results = grading_tool.grade(name, archive, course=tmp_path / "course", timeout=TIMEOUT, quiet=True)
+    assert _scores(results) == expected, {s: (r.score, r.failed, r.notes) for s, r in results.items()}
+    assert any("renamed" in n for n in results["renamed"].notes)
+    assert any("UTF-8" in n for n in results["garbled"].notes)
+    assert any("not a readable notebook" in n for n in results["truncated"].notes)
+    max_scores = {r.max_score for s, r in results.items() if r.score is not None}
+    assert max_scores == {sum(_points(c) for c in _release(name).cells if _is_test(c))}
+
+
+def test_regrading_is_repeatable_and_keeps_manual_grades(tmp_path):
+    name = "00_setup"
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    expected = build_core_corpus(name, subs)
+    for student in ("partial", "raises", "loops"):  # keep this test short
+        (subs / f"{student}_{name}.ipynb").unlink()
+        del expected[student]
+    course = tmp_path / "course"
+    first = grading_tool.grade(name, subs, course=course, timeout=TIMEOUT, quiet=True)
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        sub = gb.find_submission_notebook(name, name, "untouched")
+        g = sub.grades[0]
+        g.manual_score = 1.0
+        cmt = sub.comments[0]
+        cmt.manual_comment = "Close: check the zero-count cell."
+        gb.db.commit()
+    second = grading_tool.grade(name, subs, course=course, timeout=TIMEOUT, quiet=True)
+    assert _scores(first) == expected
+    assert second["solved"].score == first["solved"].score
+    assert second["untouched"].score == 1.0, "a manual grade must survive regrading"
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        sub = gb.find_submission_notebook(name, name, "untouched")
+        assert sub.comments[0].manual_comment == "Close: check the zero-count cell."
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    with pytest.raises(SystemExit, match="unknown lesson 'nope'"):
+        grading_tool.grade("nope", tmp_path, course=tmp_path / "c", quiet=True)
+    with pytest.raises(SystemExit, match="does not exist"):
+        grading_tool.grade("00_setup", tmp_path / "missing", course=tmp_path / "c", quiet=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no .ipynb files"):
+        grading_tool.grade("00_setup", tmp_path / "empty", course=tmp_path / "c", quiet=True)
+
+
+# ---------------------------------------------------------------- a class on a JupyterHub exchange
+def _nbgrader(args, cwd, user, exchange):
+    env = dict(os.environ, USER=user, OMP_WAIT_POLICY="PASSIVE", SCLECTURE_QUICK="1")
+    cmd = [sys.executable, "-m", "nbgrader", *args, f"--Exchange.root={exchange}",
+           "--CourseDirectory.course_id=sclecture", "--Exchange.path_includes_course=True"]
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f"nbgrader {' '.join(args)} as {user} failed:\n{res.stdout}\n{res.stderr}"
+    return res
+
+
+def test_exchange_release_fetch_submit_collect_autograde_export(tmp_path):
+    name = "00_setup"
+    exchange = tmp_path / "exchange"
+    exchange.mkdir()
+    os.chmod(exchange, 0o777)
+    course = tmp_path / "instructor"
+    course.mkdir()
+    shutil.copy(ROOT / "nbgrader_config.py", course)
+    shutil.copytree(ROOT / "solutions" / name, course / "solutions" / name)
+    _nbgrader(["generate_assignment", name, "--force"], course, "instructor", exchange)
+    _nbgrader(["db", "student", "add", "ada"], course, "instructor", exchange)
+    _nbgrader(["db", "student", "add", "ben"], course, "instructor", exchange)
+    _nbgrader(["release_assignment", name, "--force"], course, "instructor", exchange)
+
+    source = _source(name)
+    for student, solved in (("ada", True), ("ben", False)):
+        home = tmp_path / student
+        home.mkdir()
+        _nbgrader(["fetch_assignment", name], home, student, exchange)
+        fetched = home / name / f"{name}.ipynb"
+        assert fetched.exists()
+        if solved:
+            nbformat.write(_solve(nbformat.read(fetched, as_version=4), source), fetched)
+        _nbgrader(["submit", name], home, student, exchange)
+
+    _nbgrader(["collect", name], course, "instructor", exchange)
+    assert sorted(p.name for p in (course / "submitted").iterdir()) == ["ada", "ben"]
+    _nbgrader(["autograde", name, "--force"], course, "instructor", exchange)
+    _nbgrader(["export", "--to", str(tmp_path / "grades.csv")], course, "instructor", exchange)
+    rows = {r["student_id"]: float(r["score"]) for r in csv.DictReader(open(tmp_path / "grades.csv"))}
+    total = sum(_points(c) for c in _release(name).cells if _is_test(c))
+    assert rows == {"ada": total, "ben": 0.0}
