@@ -27,6 +27,7 @@ __all__ = [
     "perceptron_update",
     "LogisticRegression",
     "Perceptron",
+    "plot_decision_boundary",
 ]
 
 
@@ -333,3 +334,39 @@ class Perceptron:
         """Accuracy: the fraction of cells whose predicted label equals y."""
         Xm, y = _check_Xy(X, y, layer, both_classes=False)
         return float(np.mean(self.predict(Xm) == y))
+
+
+# --- plotting ------------------------------------------------------------------------------
+
+
+def plot_decision_boundary(X, y, beta, beta0, ax=None, proba=True, labels=("0", "1"), s=12, title=None):
+    """Two features (columns of X) coloured by y, with the line x^T beta + beta_0 = 0.
+
+    With ``proba=True`` the background shows p = sigm(x^T beta + beta_0) from 0 (blue) to
+    1 (red); otherwise the two half-planes that sign(x^T beta + beta_0) assigns to 0 and 1.
+    """
+    import matplotlib.pyplot as plt
+
+    X, y = np.asarray(X, dtype=float), np.asarray(y)
+    if X.ndim != 2 or X.shape[1] != 2:
+        raise ValueError(f"X must have exactly two columns (features) to draw in the plane; got shape {X.shape}")
+    beta = np.asarray(beta, dtype=float).ravel()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4))
+    pad = 0.1 * (X.max(0) - X.min(0)) + 1e-9
+    lo, hi = X.min(0) - pad, X.max(0) + pad
+    g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], 150), np.linspace(lo[1], hi[1], 150))
+    eta = g0 * beta[0] + g1 * beta[1] + float(beta0)  # x^T beta + beta_0 on a grid
+    surface = sigmoid(eta) if proba else step(eta)
+    ax.contourf(g0, g1, surface, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.35, vmin=0, vmax=1)
+    if np.any(eta > 0) and np.any(eta < 0):
+        ax.contour(g0, g1, eta, levels=[0], colors="k", linewidths=1.5)
+    for value, colour, label in zip((0, 1), ("tab:blue", "tab:red"), labels):
+        m = y == value
+        ax.scatter(X[m, 0], X[m, 1], s=s, color=colour, edgecolors="white", linewidths=0.3, label=label)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.legend(frameon=True, fontsize=8, loc="best")
+    if title:
+        ax.set_title(title)
+    return ax
