@@ -25,6 +25,7 @@ from); ``data/README.md`` in the course repository describes each dataset.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
 import json
 import os
@@ -368,9 +369,11 @@ def _download(url: str, dest: Path, sha256: str, name: str, timeout: float = 30.
                         h.update(chunk)
                         n += len(chunk)
                         bar.update(len(chunk))
+        except urllib.error.HTTPError as exc:
+            raise DownloadError(f"the server answered HTTP {exc.code} ({exc.reason}) for {url}. {_hand_fix(url, dest)}") from exc
         except urllib.error.URLError as exc:
             raise DownloadError(f"could not reach {url} ({exc.reason}). No network? {_hand_fix(url, dest)}") from exc
-        except (OSError, ValueError) as exc:  # connection reset, IncompleteRead, timeout mid-transfer
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # reset, timeout, IncompleteRead mid-transfer
             raise DownloadError(
                 f"the download of {url} broke off after {n:,} bytes ({exc!r}); nothing was kept. "
                 f"Call again, or: {_hand_fix(url, dest)}"
@@ -384,7 +387,8 @@ def _download(url: str, dest: Path, sha256: str, name: str, timeout: float = 30.
         if actual != sha256:
             raise ChecksumError(
                 f"the download of {name} from {url} has sha256 {actual}, expected {sha256}; "
-                f"the file was deleted. Call again; if it keeps failing the source changed: {_hand_fix(url, dest)}"
+                "the file was deleted. Call again; if it keeps failing, the server now sends a different file "
+                "and the course's registry needs an update: please report it."
             )
         _commit(tmp, dest)
     finally:
@@ -418,7 +422,7 @@ def _extract(archive: Path, member: str, dest: Path, sha256: str, name: str) -> 
                         h.update(chunk)
         if h.hexdigest() != sha256:
             raise ChecksumError(
-                f"{member} extracted from {archive} has sha256 {h.hexdigest()}, expected {sha256}; "
+                f"{name} (member {member} of {archive}) has sha256 {h.hexdigest()}, expected {sha256}; "
                 f"it was deleted. Delete {archive} and call again to download the archive afresh."
             )
         _commit(tmp, dest)
@@ -498,7 +502,7 @@ def _finish(X, obs: pd.DataFrame, var: pd.DataFrame, name: str, urls: list[str])
 
     adata = anndata.AnnData(X=_csr(X), obs=obs, var=var)
     card = DATASETS[name]
-    adata.uns["dataset"] = {"name": name, **card, "urls": urls}
+    adata.uns["dataset"] = {"name": name, **card, "urls": np.array(urls, dtype=object)}
     return adata
 
 
@@ -693,7 +697,7 @@ def simulate_counts(
     seed: int = 0,
     *,
     n_latent: int = 10,
-    type_separation: float = 2.0,
+    type_separation: float = 2.5,
     batch_effect: float = 0.5,
     library_size: float = 2000.0,
     theta: float = 5.0,
@@ -734,7 +738,7 @@ def simulate_counts(
     w_out = rng.normal(0.0, 1.0 / np.sqrt(n_hidden), size=(n_hidden, n_genes))
     batch_shift = rng.normal(0.0, batch_effect, size=(n_batches, n_genes))
     onehot = np.eye(n_batches)[batch]
-    hidden = np.tanh(np.hstack([z, 2.0 * onehot]) @ w_in)
+    hidden = np.tanh(np.hstack([z, 4.0 * batch_effect * onehot]) @ w_in)
     logits = base + 0.5 * (z @ w_lin) + hidden @ w_out + batch_shift[batch]
     logits -= logits.max(axis=1, keepdims=True)
     rho = np.exp(logits)

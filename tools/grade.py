@@ -114,7 +114,11 @@ def import_submissions(course: Path, lesson: str, submissions: Path, named_regex
     submitted = course / "submitted"
     if submissions.is_dir() and _is_nbgrader_layout(submissions, lesson):
         students = []
+        in_place = submissions.resolve() == submitted.resolve()  # after `nbgrader collect`
         for sdir in sorted(p for p in submissions.iterdir() if p.is_dir() and (p / lesson).is_dir()):
+            if in_place:
+                students.append(sdir.name)
+                continue
             dest = submitted / sdir.name / lesson
             if dest.exists():
                 shutil.rmtree(dest)

@@ -1,0 +1,113 @@
+"""Shared helpers of the benchmarks: machine description, timing, result tables."""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def machine() -> str:
+    """One line that says what the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        kb = int(next(l for l in open("/proc/meminfo") if l.startswith("MemTotal")).split()[1])
+        mem = f", {kb / 2**20:.0f} GiB RAM"
+    except (OSError, StopIteration):
+        pass
+    import torch
+
+    dev = f", CUDA {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{os.cpu_count()} cores ({cpu}){mem}{dev}; Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def median(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+class PeakMemory:
+    """Peak resident memory (MiB) of a process and its children, sampled every 0.1 s."""
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self.proc = psutil.Process(pid)
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            try:
+                procs = [self.proc] + self.proc.children(recursive=True)
+                rss = sum(p.memory_info().rss for p in procs if p.is_running())
+                self.peak = max(self.peak, rss / 2**20)
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = None, timeout: int = 1800):
+    """Run a command; return (seconds, peak MiB of its process tree, CompletedProcess-like)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with PeakMemory(proc.pid) as mem:
+        out, err = proc.communicate(timeout=timeout)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{out[-2000:]}\n{err[-2000:]}")
+    return seconds, mem.peak
+
+
+def write_table(name: str, title: str, rows: list[dict], notes: str = "") -> Path:
+    """benchmarks/results/<name>.csv and .md, with the machine line."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    cols = list(rows[0].keys())
+    with open(RESULTS / f"{name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = [f"## {title}", "", f"Measured on: {machine()}.", ""]
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "---|" * len(cols))
+    for r in rows:
+        lines.append("| " + " | ".join(fmt(r[c]) for c in cols) + " |")
+    if notes:
+        lines += ["", notes]
+    md = RESULTS / f"{name}.md"
+    md.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return md

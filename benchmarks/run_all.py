@@ -1,0 +1,54 @@
+"""Run every benchmark and gather their tables into benchmarks/results/README.md.
+
+    python benchmarks/run_all.py [--quick]      (or: make benchmarks)
+
+Each bench_*.py writes benchmarks/results/<name>.md and .csv itself; this script runs them
+one after another (never in parallel: they time the machine) and writes the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, machine  # noqa: E402
+
+ORDER = ["bench_datasets", "bench_factor", "bench_actinn", "bench_scvi", "bench_scaling", "bench_machine", "bench_notebooks"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--only", nargs="*", help="names of benchmarks to run (default: all)")
+    args = ap.parse_args()
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
+    names = [n for n in ORDER if (ROOT / "benchmarks" / f"{n}.py").exists()]
+    names += sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py") if p.stem not in names)
+    if args.only:
+        names = [n for n in names if n in args.only or n.removeprefix("bench_") in args.only]
+    failed = []
+    for n in names:
+        print(f"\n=== {n}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.call([sys.executable, str(ROOT / "benchmarks" / f"{n}.py")], env=env, cwd=ROOT)
+        print(f"=== {n}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
+        if code:
+            failed.append(n)
+    parts = [f"# Benchmark results\n\nMeasured on: {machine()}.\n",
+             "Each figure is a median of repeated runs unless its table says otherwise; comparisons with "
+             "other tools are ratios measured in the same run. Regenerate with `make benchmarks`.\n"]
+    for md in sorted(RESULTS.glob("*.md")):
+        if md.name != "README.md":
+            parts.append(md.read_text())
+    (RESULTS / "README.md").write_text("\n".join(parts))
+    print(f"\nsummary: {RESULTS / 'README.md'}")
+    if failed:
+        sys.exit(f"benchmarks that failed: {failed}")
+
+
+if __name__ == "__main__":
+    main()
