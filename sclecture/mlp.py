@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 import torch
 from torch import nn
@@ -29,7 +30,7 @@ __all__ = [
     "relu", "relu_derivative", "ACTIVATIONS", "OUTPUTS",
     "softmax", "log_softmax", "categorical_log_likelihood", "bernoulli_log_likelihood",
     "gaussian_log_likelihood", "dense_layer", "numerical_gradient", "relative_error",
-    "MLP", "make_torch_mlp", "TorchMLPClassifier",
+    "MLP", "two_layer_backward", "make_torch_mlp", "categorical_nll_loss", "TorchMLPClassifier", "plot_decision_surface",
 ]
 
 
@@ -366,13 +367,15 @@ class MLP:
         ``weights_[l]`` and ``biases_[l]``.
         """
         X = self._check_X(X)
-        y = self._check_y(y, X.shape[0])
+        return self._backward(X, self._check_y(y, X.shape[0]))
+
+    def _backward(self, X, y):
         n = X.shape[0]
         _, cache = self.forward(X, return_cache=True)
         A, H = cache["A"], cache["H"]
         dphi = ACTIVATIONS[self.activation][1]
-        # d loss / d a_L = (psi(a_L) - y) / n for each of the three output-likelihood pairs
-        # (divided by sigma^2 for the Gaussian)
+        # delta_L = d loss / d a_L = (psi(a_L) - y) / n for each of the three output-likelihood
+        # pairs (divided by sigma^2 for the Gaussian)
         if self.output == "softmax":
             target = np.zeros_like(A[-1])
             target[np.arange(n), y] = 1.0
@@ -384,17 +387,16 @@ class MLP:
         gW, gb = [None] * self.n_layers, [None] * self.n_layers
         for l in reversed(range(self.n_layers)):
             gW[l] = H[l].T @ delta  # d loss / d W_l = h_{l-1} delta_l^T, summed over examples
-            gb[l] = delta.sum(axis=0)  # d loss / d b_l = delta_l
+            gb[l] = delta.sum(axis=0)  # d loss / d b_l = delta_l, summed over examples
             if l > 0:
-                delta = (delta @ self.weights_[l].T) * dphi(A[l - 1])  # delta_{l-1} = phi'(a_{l-1}) * W_l delta_l
+                delta = (delta @ self.weights_[l].T) * dphi(A[l - 1])  # delta_{l-1} = phi'(a_{l-1}) * (W_l delta_l)
         return self._nll(A[-1], y), {"W": gW, "b": gb}
 
     # ---- fitting and prediction
     def fit(self, X, y) -> "MLP":
         """Maximum likelihood by gradient descent on -log L / n from fresh parameters."""
         X = self._check_X(X)
-        self._check_y(y, X.shape[0])
-        y = np.asarray(y)
+        y = self._check_y(y, X.shape[0])
         self.initialize()
         rng = np.random.default_rng(self.random_state)
         n = X.shape[0]
@@ -405,7 +407,7 @@ class MLP:
             total = 0.0
             for start in range(0, n, bs):
                 idx = order[start:start + bs]
-                loss, grads = self.backward(X[idx], y[idx])
+                loss, grads = self._backward(X[idx], y[idx])
                 for l in range(self.n_layers):
                     self.weights_[l] -= self.lr * grads["W"][l]  # theta <- theta + lr * d log L / d theta
                     self.biases_[l] -= self.lr * grads["b"][l]
@@ -445,6 +447,15 @@ class MLP:
                 lin.weight.copy_(torch.as_tensor(W.T))
                 lin.bias.copy_(torch.as_tensor(b))
         return module
+
+
+def two_layer_backward(X, y, W1, b1, W2, b2) -> dict:
+    """Gradients of -log L / n for H1 = Relu(X W1 + b1), logits A2 = H1 W2 + b2, softmax output.
+
+    The two-layer case of :meth:`MLP.backward`, as a dict with keys "W1", "b1", "W2", "b2".
+    """
+    _, g = MLP.from_weights([W1, W2], [b1, b2], activation="relu", output="softmax").backward(X, y)
+    return {"W1": g["W"][0], "b1": g["b"][0], "W2": g["W"][1], "b2": g["b"][1]}
 
 
 # -------------------------------------------------------------------- PyTorch MLP
@@ -550,8 +561,10 @@ class TorchMLPClassifier:
         y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != M.shape[0]:
             raise ValueError(f"y must hold one label per cell ({M.shape[0]}); got shape {y.shape}")
-        if y.dtype.kind == "f" and not np.all(np.isfinite(y)) or (y.dtype == object and any(v is None for v in y)):
-            raise ValueError("y contains missing labels: drop those cells before fitting")
+        n_missing = int(pd.isna(pd.Series(y, dtype=object)).sum())
+        if n_missing:
+            raise ValueError(f"y has {n_missing} missing label(s) (NaN / None): drop those cells before fitting, "
+                             "e.g. adata[adata.obs['cell_type'].notna()]")
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"y has a single class ({self.classes_[0]!r}); a classifier needs at least two")
@@ -582,10 +595,49 @@ class TorchMLPClassifier:
         return np.concatenate(out).astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        P = self.predict_proba(X)
+        return self.classes_[np.argmax(P, axis=1)]
 
     def score(self, X, y) -> float:
         """Accuracy."""
         if isinstance(y, str) and type(X).__name__ == "AnnData":
             y = X.obs[y].to_numpy()
         return float(np.mean(self.predict(X) == np.asarray(y)))
+
+
+# ------------------------------------------------------------------------- plotting
+
+def plot_decision_surface(model, X, y, ax=None, title: str | None = None, s: float = 12,
+                          labels: Sequence[str] = ("0", "1"), resolution: int = 150):
+    """Two features coloured by a binary label y, over the model's P(y = 1 | x) on a grid.
+
+    ``model`` is anything with ``predict_proba`` (column 1 is drawn) or a function from an
+    m x 2 array to m probabilities; the black curve is the decision boundary P = 1/2.
+    """
+    import matplotlib.pyplot as plt
+
+    X, y = np.asarray(X, dtype=float), np.asarray(y)
+    if X.ndim != 2 or X.shape[1] != 2:
+        raise ValueError(f"X must have exactly two columns (features) to draw in the plane; got shape {X.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4))
+    pad = 0.15 * (X.max(0) - X.min(0)) + 1e-9
+    lo, hi = X.min(0) - pad, X.max(0) + pad
+    g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], resolution), np.linspace(lo[1], hi[1], resolution))
+    grid = np.column_stack([g0.ravel(), g1.ravel()])
+    p = model.predict_proba(grid) if hasattr(model, "predict_proba") else model(grid)
+    p = np.asarray(p, dtype=float)
+    p = (p[:, 1] if p.ndim == 2 and p.shape[1] == 2 else p.reshape(-1)).reshape(g0.shape)
+    ax.contourf(g0, g1, p, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.35, vmin=0, vmax=1)
+    if p.min() < 0.5 < p.max():
+        ax.contour(g0, g1, p, levels=[0.5], colors="k", linewidths=1.5)
+    for value, colour, label in zip((0, 1), ("tab:blue", "tab:red"), labels):
+        m = y == value
+        ax.scatter(X[m, 0], X[m, 1], s=s, color=colour, edgecolors="white", linewidths=0.3, label=label)
+    ax.set_xlim(lo[0], hi[0])
+    ax.set_ylim(lo[1], hi[1])
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+    return ax

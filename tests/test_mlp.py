@@ -220,14 +220,14 @@ def test_make_torch_mlp_unchanged():
 def test_torch_classifier_fits_blobs():
     from sklearn.datasets import make_blobs
 
-    X, y = make_blobs(n_samples=300, centers=3, n_features=10, random_state=0)
+    X, y = make_blobs(n_samples=200, centers=3, n_features=10, random_state=0)
     names = np.array(["B", "NK", "T"])[y]
-    clf = mlp.TorchMLPClassifier(hidden=(16,), epochs=15, lr=1e-2, random_state=0, device="cpu").fit(X, names)
+    clf = mlp.TorchMLPClassifier(hidden=(16,), epochs=8, lr=2e-2, random_state=0, device="cpu").fit(X, names)
     assert list(clf.classes_) == ["B", "NK", "T"]
     assert clf.score(X, names) > 0.95
     P = clf.predict_proba(X)
-    assert P.shape == (300, 3) and np.allclose(P.sum(1), 1, atol=1e-5)
-    again = mlp.TorchMLPClassifier(hidden=(16,), epochs=15, lr=1e-2, random_state=0, device="cpu").fit(X, names)
+    assert P.shape == (200, 3) and np.allclose(P.sum(1), 1, atol=1e-5)
+    again = mlp.TorchMLPClassifier(hidden=(16,), epochs=8, lr=2e-2, random_state=0, device="cpu").fit(X, names)
     np.testing.assert_allclose(again.predict_proba(X), P, rtol=1e-6)
     import scipy.sparse as sp
 
@@ -235,7 +235,7 @@ def test_torch_classifier_fits_blobs():
     with pytest.raises(ValueError, match="features"):
         clf.predict(X[:, :5])
     with pytest.raises(ValueError, match="single class"):
-        mlp.TorchMLPClassifier(epochs=1).fit(X, np.zeros(300))
+        mlp.TorchMLPClassifier(epochs=1).fit(X, np.zeros(200))
     with pytest.raises(RuntimeError, match="not fitted"):
         mlp.TorchMLPClassifier().predict(X)
 
@@ -284,3 +284,47 @@ def test_bad_input_raises_clear_errors():
     clf = mlp.TorchMLPClassifier(epochs=1)
     with pytest.raises(ValueError, match="NaN or infinite"):
         clf.fit(bad, np.array(["a", "b", "a", "b", "a"]))
+
+
+def test_two_layer_backward_matches_autograd():
+    rng = np.random.default_rng(9)
+    X, y = rng.normal(size=(11, 4)), rng.integers(0, 3, size=11)
+    W1, b1, W2, b2 = rng.normal(size=(4, 6)), rng.normal(size=6), rng.normal(size=(6, 3)), rng.normal(size=3)
+    grads = mlp.two_layer_backward(X, y, W1, b1, W2, b2)
+    params = [torch.tensor(p, requires_grad=True) for p in (W1, b1, W2, b2)]
+    torch_nll(params[::2], params[1::2], X, y, "relu", "softmax").backward()
+    for key, p in zip(["W1", "b1", "W2", "b2"], params):
+        np.testing.assert_allclose(grads[key], p.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=key)
+
+
+def test_plot_decision_surface():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
+    net = mlp.MLP((2, 3, 1), output="sigmoid")
+    ax = mlp.plot_decision_surface(net, X, [0, 1, 1, 0], resolution=20)
+    assert len(ax.collections) >= 2
+    ax = mlp.plot_decision_surface(lambda G: np.full(len(G), 0.3), X, [0, 1, 1, 0], resolution=20)
+    with pytest.raises(ValueError, match="two columns"):
+        mlp.plot_decision_surface(net, np.ones((4, 3)), [0, 1, 1, 0])
+    plt.close("all")
+
+
+@pytest.mark.data
+def test_torch_classifier_on_pbmc3k_anndata(real_data):
+    from sclecture import datasets, preprocessing
+
+    adata = datasets.pbmc3k()
+    clf = mlp.TorchMLPClassifier(hidden=(32,), epochs=3, lr=1e-2, random_state=0, device="cpu")
+    with pytest.raises(ValueError, match="missing label"):
+        clf.fit(adata, "cell_type")
+    adata = adata[adata.obs["cell_type"].notna()].copy()
+    adata = preprocessing.select_genes(adata, preprocessing.highly_variable_genes(adata, n_top=200))
+    adata.X = preprocessing.log1p_normalize(adata)
+    clf.fit(adata, "cell_type")
+    assert set(clf.classes_) == set(adata.obs["cell_type"].cat.categories)
+    assert clf.predict(adata).dtype == clf.classes_.dtype
+    assert clf.score(adata, "cell_type") > 0.7
