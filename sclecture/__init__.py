@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib
 
-from .training import get_device, quick_mode, set_seed
-
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "set_seed", "get_device", "quick_mode", "versions"]
@@ -22,7 +20,12 @@ _SUBMODULES = {
 }
 
 
+_FROM_TRAINING = {"set_seed", "get_device", "quick_mode"}  # torch is imported on first use
+
+
 def __getattr__(name: str):
+    if name in _FROM_TRAINING:
+        return getattr(importlib.import_module(".training", __name__), name)
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'sclecture' has no attribute {name!r}")
@@ -39,8 +42,10 @@ def versions() -> dict[str, str]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = "not installed"
-    dev = get_device()
     import torch
 
+    from .training import get_device
+
+    dev = get_device()
     out["device"] = f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "cpu"
     return out

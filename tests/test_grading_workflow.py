@@ -283,9 +283,14 @@ def test_bad_arguments_are_clear(tmp_path):
 
 
 # ---------------------------------------------------------------- a class on a JupyterHub exchange
+# nbgrader takes the user name from the operating system; each simulated person gets theirs
+AS_USER = ("import sys, nbgrader.utils as u; user = sys.argv.pop(1); u.get_osusername = lambda: user; "
+           "from nbgrader.apps.nbgraderapp import main; sys.argv[0] = 'nbgrader'; main()")
+
+
 def _nbgrader(args, cwd, user, exchange):
-    env = dict(os.environ, USER=user, OMP_WAIT_POLICY="PASSIVE", SCLECTURE_QUICK="1")
-    cmd = [sys.executable, "-m", "nbgrader", *args, f"--Exchange.root={exchange}",
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", SCLECTURE_QUICK="1")
+    cmd = [sys.executable, "-c", AS_USER, user, *args, f"--Exchange.root={exchange}",
            "--CourseDirectory.course_id=sclecture", "--Exchange.path_includes_course=True"]
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, f"nbgrader {' '.join(args)} as {user} failed:\n{res.stdout}\n{res.stderr}"
@@ -311,8 +316,8 @@ def test_exchange_release_fetch_submit_collect_autograde_export(tmp_path):
         home = tmp_path / student
         home.mkdir()
         _nbgrader(["fetch_assignment", name], home, student, exchange)
-        fetched = home / name / f"{name}.ipynb"
-        assert fetched.exists()
+        fetched = home / "sclecture" / name / f"{name}.ipynb"  # path_includes_course
+        assert fetched.exists(), sorted(str(p) for p in home.rglob("*"))
         if solved:
             nbformat.write(_solve(nbformat.read(fetched, as_version=4), source), fetched)
         _nbgrader(["submit", name], home, student, exchange)
@@ -324,3 +329,8 @@ def test_exchange_release_fetch_submit_collect_autograde_export(tmp_path):
     rows = {r["student_id"]: float(r["score"]) for r in csv.DictReader(open(tmp_path / "grades.csv"))}
     total = sum(_points(c) for c in _release(name).cells if _is_test(c))
     assert rows == {"ada": total, "ben": 0.0}
+    # the grading command on the collected folder grades in place and deletes nothing
+    collected = sorted(str(p.relative_to(course)) for p in (course / "submitted").rglob("*.ipynb"))
+    results = grading_tool.grade(name, course / "submitted", course=course, timeout=TIMEOUT, quiet=True)
+    assert _scores(results) == {"ada": total, "ben": 0.0}
+    assert sorted(str(p.relative_to(course)) for p in (course / "submitted").rglob("*.ipynb")) == collected
