@@ -282,6 +282,15 @@ def _check_input(X, likelihood: str, n_features: int | None = None, layer: str |
     return X
 
 
+def _mean_feature_variance(X) -> float:
+    """1/D sum_d Var(x_d): the best sigma^2 of a model that explains nothing of X."""
+    if sp.issparse(X):
+        mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+        sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
+        return float(np.mean(np.maximum(sq - mean**2, 0.0)))
+    return float(np.mean(np.var(X, axis=0, dtype=np.float64)))
+
+
 class VariationalAutoencoder:
     """A VAE as a scikit-learn style estimator: ``fit`` / ``transform`` / ``reconstruct`` /
     ``sample`` / ``score``.
@@ -289,7 +298,9 @@ class VariationalAutoencoder:
     Maximises ELBO = E_q[log p(x | z, theta)] - KL(q(z | x, phi) || p(z)) by minibatch
     gradient steps (:func:`sclecture.training.train`, Adam). ``kl_weight`` scales the KL
     term in the training loss only (1 is the true ELBO; 0 leaves a noisy autoencoder);
-    reported ELBOs always use weight 1.
+    reported ELBOs always use weight 1. With the Gaussian likelihood, log sigma^2 starts at
+    the log of the features' average variance: Adam moves a parameter by about ``lr`` per
+    step, and from log sigma^2 = 0 a short run would spend all its steps getting there.
 
     Learned attributes: ``module_`` (the :class:`VAE`), ``history_``,
     ``n_features_in_``.
@@ -373,6 +384,9 @@ class VariationalAutoencoder:
             torch.manual_seed(int(self.random_state))
             self.module_ = VAE(X.shape[1], self.n_latent, self.hidden, self.likelihood, self.decoder_hidden,
                                self.activation, self.dropout, self.batch_norm)
+            if self.likelihood == "gaussian":  # start sigma^2 at the features' average variance
+                with torch.no_grad():
+                    self.module_.log_sigma2.fill_(math.log(max(_mean_feature_variance(X), 1e-8)))
             self.history_ = train(self.module_, loss_fn, (X,), validation=val, epochs=self.epochs,
                                   batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                                   device=device, seed=int(self.random_state), progress=self.progress, desc="VAE")
