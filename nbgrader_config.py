@@ -16,6 +16,10 @@ c.CourseDirectory.release_directory = "notebooks"
 c.ExecutePreprocessor.timeout = 600
 c.Execute.timeout = 600
 c.Execute.interrupt_on_timeout = True
+# nbclient waits only 4 s for a cell's output messages after its reply; a loaded machine
+# (a class graded in parallel) can be slower than that, which would fail a whole notebook.
+c.Execute.iopub_timeout = 120
+c.ExecutePreprocessor.iopub_timeout = 120
 
 # Any cell may print a progress bar; none of it belongs in a release.
 c.ClearOutput.enabled = True

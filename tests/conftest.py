@@ -28,6 +28,11 @@ def shared_data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+# notebooks, kernels and nbgrader started by the tests read the seeded data, never the network
+if shared_data_dir() is not None:
+    os.environ.setdefault("SCLECTURE_DATA_DIR", str(shared_data_dir()))
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

@@ -31,7 +31,7 @@ import grade as grading_tool  # noqa: E402  (tools/grade.py)
 
 pytestmark = pytest.mark.notebooks
 
-TIMEOUT = 20  # seconds per cell: enough for every cell in quick mode, short for the infinite loop
+TIMEOUT = 45  # seconds per cell: enough for every cell in quick mode, short for the infinite loop
 SOLUTION_LINE = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
 
 

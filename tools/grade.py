@@ -251,7 +251,7 @@ def grade(lesson: str, submissions: Path, course: Path | None = None, timeout: i
             continue
         res = _nbgrader(["autograde", lesson, f"--student={student}", "--force",
                          f"--Execute.timeout={timeout}", "--Execute.interrupt_on_timeout=True",
-                         "--Execute.kernel_name=python3"],
+                         "--Execute.kernel_name=python3", "--Execute.iopub_timeout=120"],
                         course, env=env, memory_gb=memory_gb, log=course / "logs" / lesson / f"{student}.log")
         if res.returncode != 0:
             r.notes.append(f"autograde exited {res.returncode}; see logs/{lesson}/{student}.log")
