@@ -146,7 +146,7 @@ class MinibatchLoader:
             if self.dtype is not None:
                 t = t.to(self.dtype)
             return t.to(self.device, non_blocking=True)
-        return array[idx.to(array.device)]
+        return array.index_select(0, idx.to(array.device))  # ~2x less CPU than array[idx]
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
