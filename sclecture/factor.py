@@ -31,6 +31,7 @@ __all__ = [
     "sample_fa",
     "marginal_covariance",
     "gaussian_log_likelihood",
+    "average_log_likelihood",
     "lowrank_gaussian_log_likelihood",
     "ppca_mle",
     "ppca_posterior",
@@ -57,7 +58,7 @@ def _check_X(X, name: str = "X", layer: str | None = None, n_features: int | Non
     dtype = np.float32 if X.dtype == np.float32 else np.float64
     X = X.astype(dtype, copy=False)
     values = X.data if sp.issparse(X) else X
-    if not np.isfinite(values).all():
+    if not np.isfinite(values.sum(dtype=np.float64)) and not np.isfinite(values).all():  # one cheap pass first
         bad = int(np.size(values) - np.isfinite(values).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); remove or impute them "
                          "(e.g. drop those cells or genes) before fitting or scoring")
@@ -100,7 +101,8 @@ def _mean_and_covariance(X, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
     n, D = X.shape
     mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
     if sp.issparse(X):
-        XtX = (X.T @ X).toarray().astype(np.float64)
+        X = X.astype(np.float64)
+        XtX = (X.T @ X).toarray()
         scatter = XtX - n * np.outer(mean, mean)
     else:
         syrk = blas.ssyrk if X.dtype == np.float32 else blas.dsyrk
@@ -111,6 +113,23 @@ def _mean_and_covariance(X, ddof: int = 0) -> tuple[np.ndarray, np.ndarray]:
             scatter += syrk(1.0, block.T, trans=0, lower=1)
         scatter = np.tril(scatter) + np.tril(scatter, -1).T
     return mean, scatter / (n - ddof)
+
+
+def _leading_eigh(S: np.ndarray, L: int) -> tuple[np.ndarray, np.ndarray]:
+    """The L largest eigenvalues of the symmetric S (decreasing) and their eigenvectors (columns).
+
+    Few components of many genes: Lanczos (ARPACK, converged to machine precision) needs only
+    products S v and is many times faster than a full decomposition; otherwise LAPACK.
+    """
+    D = S.shape[0]
+    if D > 200 and 20 * L <= D:
+        from scipy.sparse.linalg import eigsh
+
+        lam, U = eigsh(S, k=L, which="LA", v0=np.ones(D) / math.sqrt(D))  # fixed start: repeatable
+        order = np.argsort(lam)[::-1]
+        return lam[order], U[:, order]
+    lam, U = np.linalg.eigh(S)  # all of them: here faster than LAPACK's subset drivers
+    return lam[::-1][:L], U[:, ::-1][:, :L]
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,6 +185,11 @@ def gaussian_log_likelihood(X, mean, cov):
                          "matrix, or add a small multiple of the identity") from None
     R = sla.solve_triangular(C, (X - mean).T, lower=True)  # C^-1 (x - m), one column per cell
     return -0.5 * (D * LOG_2PI + 2 * np.log(np.diag(C)).sum() + (R**2).sum(axis=0))
+
+
+def average_log_likelihood(X, mean, cov) -> float:
+    """1/n sum_n log N(x_n | mean, cov): the average log-likelihood of the rows of X (Cholesky, as above)."""
+    return float(np.mean(gaussian_log_likelihood(X, mean, cov)))
 
 
 def lowrank_gaussian_log_likelihood(X, mean, W, psi):
@@ -305,7 +329,8 @@ class PPCA(_LinearGaussian):
     repeated), explained_variance_ (the L largest eigenvalues of S), total_variance_ (trace S),
     components_ (L x D, the principal directions U_L^T, as in scikit-learn).
 
-    Only S (D x D) and its L leading eigenpairs are computed; no n x n matrix is formed.
+    Only S (D x D, built in row blocks) and its L leading eigenpairs are computed; no n x n matrix
+    is formed. Cost O(n D^2) for S, whatever L.
     """
 
     def __init__(self, n_components: int = 2, ddof: int = 0, layer: str | None = None):
@@ -320,8 +345,8 @@ class PPCA(_LinearGaussian):
         if self.ddof not in (0, 1):
             raise ValueError(f"ddof must be 0 (maximum likelihood) or 1 (unbiased), got {self.ddof!r}")
         self.mean_, S = _mean_and_covariance(X, self.ddof)                   # S = 1/n sum (x - xbar)(x - xbar)^T
-        lam, U = sla.eigh(S, subset_by_index=[D - L, D - 1])                 # the L leading eigenpairs of S = U Lambda U^T
-        lam, U = lam[::-1], _sign_flip(U[:, ::-1])
+        lam, U = _leading_eigh(S, L)                                         # the L leading eigenpairs of S = U Lambda U^T
+        U = _sign_flip(U)
         total = float(np.trace(S))
         sigma2 = (total - lam.sum()) / (D - L)                               # sigma^2 = 1/(D-L) sum_{i>L} lambda_i
         if not sigma2 > 1e-12 * max(total, 1e-300):
@@ -402,9 +427,9 @@ class FactorAnalysis(_LinearGaussian):
         var = np.diag(S).copy()
         floor = 1e-8 * max(var.mean(), 1e-300)                           # keeps Psi invertible for constant genes
         if self.init == "ppca":
-            lam, U = sla.eigh(S, subset_by_index=[D - L, D - 1])
+            lam, U = _leading_eigh(S, L)
             sigma2 = max((var.sum() - lam.sum()) / (D - L), floor)
-            W = U[:, ::-1] * np.sqrt(np.maximum(lam[::-1] - sigma2, 0.0))
+            W = U * np.sqrt(np.maximum(lam - sigma2, 0.0))
         elif self.init == "random":
             rng = np.random.default_rng(self.random_state)
             W = rng.standard_normal((D, L)) * np.sqrt(var.mean() / L)
