@@ -14,6 +14,8 @@ STAMP  := $(VENV)/.sclecture-installed
 
 # OpenMP's busy-waiting threads slow torch down 10x on a busy 2-core machine.
 export OMP_WAIT_POLICY := PASSIVE
+# tools that nbgrader and jupyter call by name come from the course's environment
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Grade, test and execute on the CPU threads we have; a student's laptop chooses itself.
 PYTEST_ARGS ?=
 

@@ -48,21 +48,22 @@ def _log_poisson(x, mu):
 
 def _log_nb(x, mu, theta):
     # log NB(x | mu, theta) = lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)
-    #                         + theta log(theta / (theta + mu)) + x log(mu / (theta + mu)),
-    # with log(theta / (theta + mu)) = -softplus(log mu - log theta) and
-    #      log(mu / (theta + mu))    = -softplus(log theta - log mu): no cancellation for
-    # tiny or huge mu / theta, and x = 0 contributes exactly 0 to the last term.
+    #                         + theta log(theta / (theta + mu)) + x log(mu / (theta + mu)).
+    # With d = log(mu / theta):  log(theta / (theta + mu)) = -softplus(d)  and
+    # log(mu / (theta + mu)) = d - softplus(d): no cancellation for tiny or huge mu / theta,
+    # and x = 0 contributes exactly 0 to the last term.
     d = _log(mu) - _log(theta)
+    softplus_d = F.softplus(d)
     return (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)
-            - theta * F.softplus(d) - x * F.softplus(-d))
+            - theta * softplus_d + x * (d - softplus_d))
 
 
 def _log_zinb(x, mu, theta, pi_logits):
-    # p(x) = pi 1[x = 0] + (1 - pi) NB(x | mu, theta),  pi = sigm(pi_logits)
-    # log(1 - pi) = -softplus(pi_logits),  log pi = -softplus(-pi_logits)
-    log_not_dropped = -F.softplus(pi_logits) + _log_nb(x, mu, theta)
-    log_dropped = -F.softplus(-pi_logits)
-    return torch.where(x == 0, torch.logaddexp(log_dropped, log_not_dropped), log_not_dropped)
+    # p(x) = pi 1[x = 0] + (1 - pi) NB(x | mu, theta),  pi = sigm(eta),  eta = pi_logits
+    # log(1 - pi) = -softplus(eta),  log pi = eta - softplus(eta), so
+    # log p(x) = -softplus(eta) + { logaddexp(eta, log NB(0)) if x = 0;  log NB(x) if x > 0 }
+    log_nb = _log_nb(x, mu, theta)
+    return -F.softplus(pi_logits) + torch.where(x == 0, torch.logaddexp(pi_logits, log_nb), log_nb)
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ gene-wise theta, Adam with eps=0.01 and weight decay 1e-6) so that the two can b
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 import numpy as np
@@ -38,6 +39,7 @@ __all__ = [
     "kl_warmup_weight",
     "kl_normal",
     "elbo_loss",
+    "scvi_loss",
     "Decoder",
     "SCVIModule",
     "SCVI",
@@ -98,6 +100,11 @@ def elbo_loss(log_px, qz_mu, qz_var, kl_weight=1.0):
     ``qz_mu``, ``qz_var`` (N, L) the encoder's mean and variance, ``kl_weight`` beta.
     """
     return (-log_px + kl_weight * kl_normal(qz_mu, qz_var)).mean()
+
+
+def scvi_loss(log_px, qz_mu, qz_var, epoch: int, n_epochs_kl_warmup: int | None):
+    """The loss of epoch ``epoch``: :func:`elbo_loss` with beta = :func:`kl_warmup_weight`."""
+    return elbo_loss(log_px, qz_mu, qz_var, kl_warmup_weight(epoch, n_epochs_kl_warmup))
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,7 +294,13 @@ class SCVI:
     counts works too (without batches). Sparse counts are densified one minibatch at a time.
 
     ``n_epochs_kl_warmup``: the KL weight beta grows linearly from 0 to 1 over this many
-    epochs (None: a quarter of ``n_epochs``; 0: no warm-up).
+    epochs (None: a quarter of ``n_epochs``; 0: no warm-up). ``encode_batch``: whether the
+    encoder also reads the batch (the decoder always does).
+
+    Attributes after ``fit``: ``module_`` (the :class:`SCVIModule`), ``history_`` (per-epoch
+    means of the loss and its terms), ``epoch_seconds_`` (wall time of each epoch),
+    ``batch_categories_``, ``n_genes_``, ``var_names_``, ``l_mu_`` and ``l_var_`` (the
+    library-size prior per batch).
     """
 
     def __init__(self, n_latent: int = 10, n_hidden: int = 128, n_layers: int = 1, dropout: float = 0.1,
@@ -375,10 +388,18 @@ class SCVI:
                                   self.encode_batch)
         device = get_device(self.device)
         self.module_.to(device)
-        optimizer = torch.optim.Adam(self.module_.parameters(), lr=self.lr, eps=0.01, weight_decay=self.weight_decay)
+        adam = dict(lr=self.lr, eps=0.01, weight_decay=self.weight_decay)  # scvi-tools' settings
+        try:
+            optimizer = torch.optim.Adam(self.module_.parameters(), fused=True, **adam)  # one kernel, no Python loop
+        except (RuntimeError, TypeError):  # older torch: no fused Adam on this device
+            optimizer = torch.optim.Adam(self.module_.parameters(), **adam)
         warmup = self.n_epochs // 4 if self.n_epochs_kl_warmup is None else int(self.n_epochs_kl_warmup)
 
+        stamps: list[float] = []  # when each epoch's first minibatch starts
+
         def loss_fn(module, b, epoch):
+            if len(stamps) == epoch:
+                stamps.append(time.perf_counter())
             x, s = b
             return module.loss(x, s, kl_weight=kl_warmup_weight(epoch, warmup))
 
@@ -387,6 +408,7 @@ class SCVI:
         self.history_ = train(self.module_, loss_fn, (X, batch), epochs=self.n_epochs, batch_size=self.batch_size,
                               optimizer=optimizer, device=device, seed=self.random_state, progress=self.progress,
                               desc="scVI", drop_last=drop_last)
+        self.epoch_seconds_ = np.diff(stamps + [time.perf_counter()])  # wall time of each epoch
         self._X, self._batch = X, batch
         return self
 

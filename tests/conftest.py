@@ -51,10 +51,3 @@ def real_data(monkeypatch, tmp_path_factory):
 def lesson_params():
     return [pytest.param(name, id=name) for name in LESSONS]
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Keep the cells of one notebook (nbval) on one pytest-xdist worker: they share a kernel."""
-    for item in items:
-        if item.nodeid.endswith(".ipynb") or ".ipynb::" in item.nodeid:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

@@ -133,8 +133,7 @@ def _scores(results):
 
 
 # ---------------------------------------------------------------- the core corpus, every lesson
-@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in LESSONS])
-def test_core_corpus_grades_exactly(name, tmp_path):
+def check_core_corpus(name, tmp_path):
     subs = tmp_path / "submissions"
     subs.mkdir()
     expected = build_core_corpus(name, subs)
@@ -154,6 +153,16 @@ def test_core_corpus_grades_exactly(name, tmp_path):
             assert not errors, f"{name}: a non-test cell failed on the untouched release: {cell.source[:200]}"
     rows = list(csv.DictReader(open(tmp_path / "course" / "grades" / f"{name}.csv")))
     assert {r["student"]: float(r["score"]) for r in rows} == expected
+
+
+def _corpus_class(name):
+    # one class per lesson, so that pytest-xdist (--dist loadscope) spreads the lessons over workers
+    return type(f"TestCorpus_{name}", (), {
+        "test_core_corpus_grades_exactly": lambda self, tmp_path: check_core_corpus(name, tmp_path)})
+
+
+for _name in LESSONS:
+    globals()[f"TestCorpus_{_name}"] = _corpus_class(_name)
 
 
 # ---------------------------------------------------------------- what goes wrong in real classes
@@ -226,8 +235,7 @@ def _stub_is_in_function(nb):
     return any(l.startswith((" ", "\t")) and l.strip() == "raise NotImplementedError()" for l in cell.source.splitlines())
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in EXTENDED])
-def test_extended_corpus(name, tmp_path):
+def check_extended_corpus(name, tmp_path):
     subs = tmp_path / "lms-download"
     subs.mkdir()
     expected = build_extended_corpus(name, subs)
@@ -242,6 +250,11 @@ def test_extended_corpus(name, tmp_path):
     assert any("not a readable notebook" in n for n in results["truncated"].notes)
     max_scores = {r.max_score for s, r in results.items() if r.score is not None}
     assert max_scores == {sum(_points(c) for c in _release(name).cells if _is_test(c))}
+
+
+for _name in EXTENDED:
+    globals()[f"TestExtendedCorpus_{_name}"] = type(f"TestExtendedCorpus_{_name}", (), {
+        "test_extended_corpus": (lambda n: lambda self, tmp_path: check_extended_corpus(n, tmp_path))(_name)})
 
 
 def test_regrading_is_repeatable_and_keeps_manual_grades(tmp_path):
@@ -289,7 +302,8 @@ AS_USER = ("import sys, nbgrader.utils as u; user = sys.argv.pop(1); u.get_osuse
 
 
 def _nbgrader(args, cwd, user, exchange):
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", SCLECTURE_QUICK="1")
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", SCLECTURE_QUICK="1",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     cmd = [sys.executable, "-c", AS_USER, user, *args, f"--Exchange.root={exchange}",
            "--CourseDirectory.course_id=sclecture", "--Exchange.path_includes_course=True"]
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

@@ -97,13 +97,27 @@ def test_loss_is_the_negative_elbo_and_warmup_weights_only_kl_z():
 
 
 def test_marginal_ll_is_above_the_elbo_and_converges(fitted, sim):
-    sub = sim[:100].copy()
+    sub = sim[:60].copy()
     elbo = fitted.get_elbo(sub)
-    ll = fitted.get_marginal_ll(sub, n_samples=200)
-    assert ll.shape == (100,) and np.all(np.isfinite(ll))
+    ll = fitted.get_marginal_ll(sub, n_samples=100)
+    assert ll.shape == (60,) and np.all(np.isfinite(ll))
     assert ll.mean() > elbo.mean(), "log p(x) >= ELBO (Jensen), on average over cells"
-    ll2 = fitted.get_marginal_ll(sub, n_samples=400)
+    ll2 = fitted.get_marginal_ll(sub, n_samples=300)
     assert abs(ll2.mean() - ll.mean()) < 2.0, "more importance samples should change log p(x) only a little"
+
+
+def test_batch_mixing_entropy_extremes_and_clustering_scores():
+    rng = np.random.default_rng(2)
+    apart = np.vstack([rng.normal(0, 1, (100, 3)), rng.normal(50, 1, (100, 3))])
+    batches = np.repeat(["a", "b"], 100)
+    assert scvi.batch_mixing_entropy(apart, batches, k=20) == 0.0
+    mixed = scvi.batch_mixing_entropy(rng.normal(size=(200, 3)), rng.permutation(batches), k=50)
+    assert mixed > 0.95, f"random batch labels should look fully mixed, got {mixed:.3f}"
+    with pytest.raises(ValueError, match="two batches"):
+        scvi.batch_mixing_entropy(apart, np.repeat("a", 200))
+    labels = np.repeat(["x", "y"], 100)
+    s = scvi.clustering_scores(apart, labels)
+    assert s["ari"] == 1.0 and s["nmi"] == 1.0 and s["silhouette"] > 0.9
 
 
 # --------------------------------------------------------------------------- the fitted model

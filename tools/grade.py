@@ -54,6 +54,9 @@ class StudentResult:
 def _nbgrader(args: list[str], course: Path, env: dict | None = None, memory_gb: float | None = None,
               log: Path | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}"]
+    env = dict(os.environ if env is None else env)
+    # nbgrader runs `alembic` by name: the environment's bin folder must be on PATH
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
 
     def limit():  # runs in the child: the kernel it starts inherits the limit
         if memory_gb:

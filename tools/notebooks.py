@@ -185,6 +185,16 @@ def build(lessons: list[str]) -> None:
             if _same_sources(old, nb):
                 print(f"{name}: unchanged")
                 continue
+            code = lambda n: [c.source for c in n.cells if c.cell_type == "code"]
+            if code(old) == code(nb):  # only the narrative changed: the stored outputs still hold
+                outputs = iter([c for c in old.cells if c.cell_type == "code"])
+                for cell in nb.cells:
+                    if cell.cell_type == "code":
+                        prev = next(outputs)
+                        cell.outputs, cell.execution_count = prev.outputs, prev.execution_count
+                nbformat.write(nb, out)
+                print(f"{name}: narrative updated, code unchanged: stored outputs kept")
+                continue
         nbformat.write(nb, out)
         print(f"{name}: built {out.relative_to(ROOT)} ({len(nb.cells)} cells, not executed yet)")
 
@@ -231,7 +241,8 @@ def _generate(name: str, source_root: Path, release_root: Path) -> None:
         shutil.copy(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
         cmd = [sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force",
                f"--CourseDirectory.root={course}", "--log-level=WARN"]
-        res = subprocess.run(cmd, cwd=course, capture_output=True, text=True)
+        env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+        res = subprocess.run(cmd, cwd=course, capture_output=True, text=True, env=env)  # nbgrader calls `alembic`
         if res.returncode != 0:
             raise SystemExit(f"nbgrader generate_assignment {name} failed:\n{res.stdout}\n{res.stderr}")
         target = release_root / name

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv: list[str]) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("MPLBACKEND", "Agg")
+    # nbgrader runs tools of the environment (alembic) by name: put its bin folder first
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     shared = ROOT.parent / "shared" / "data"
     if "SCLECTURE_DATA_DIR" not in os.environ and shared.is_dir():
         os.environ["SCLECTURE_DATA_DIR"] = str(shared)
@@ -31,8 +33,9 @@ def main(argv: list[str]) -> int:
         "--nbval-sanitize-with", "tests/nbval_sanitize.cfg",
         "--nbval-cell-timeout", "900",
         "--durations", "15",
-        # two workers on a 2-core machine; a notebook's cells stay together (see tests/conftest.py)
-        "-n", os.environ.get("SCLECTURE_TEST_WORKERS", "2"), "--dist", "loadgroup",
+        # two workers on a 2-core machine; loadscope keeps a notebook's cells (one kernel) on one
+        # worker and spreads the grading corpus, one class per lesson
+        "-n", os.environ.get("SCLECTURE_TEST_WORKERS", "2"), "--dist", "loadscope",
         *argv,
     ]
     print("+", " ".join(cmd), flush=True)
