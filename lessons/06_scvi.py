@@ -357,6 +357,10 @@ draws = sample_counts_(np.full((n_draw, 1), rho_draw), np.array([theta_draw]), n
 kk = torch.arange(0, 21, dtype=torch.float64)
 pmf = log_zinb_(kk, torch.tensor(l_draw * rho_draw, dtype=torch.float64), torch.tensor(theta_draw, dtype=torch.float64),
                 torch.tensor(np.log(pi_draw / (1 - pi_draw)), dtype=torch.float64)).exp()
+print(f"fraction of zeros: drawn {np.mean(draws == 0):.3f}, ZINB {float(pmf[0]):.3f}")
+print(f"mean: drawn {draws.mean():.2f}, model (1 - pi) l rho = {(1 - pi_draw) * l_draw * rho_draw:.2f}")
+
+# %%
 fig, ax = plt.subplots(figsize=(5, 3.2))
 ax.bar(kk, [np.mean(draws == k) for k in range(21)], color="0.75", label="20,000 draws")
 ax.plot(kk, pmf, "ro", ms=4, label="ZINB formula")
@@ -364,8 +368,6 @@ ax.set_xlabel("count x")
 ax.set_ylabel("probability")
 ax.legend(frameon=False)
 plt.show()
-print(f"fraction of zeros: drawn {np.mean(draws == 0):.3f}, ZINB {float(pmf[0]):.3f}")
-print(f"mean: drawn {draws.mean():.2f}, model (1 - pi) l rho = {(1 - pi_draw) * l_draw * rho_draw:.2f}")
 
 # %% [markdown]
 # `sclecture.distributions.sample_scvi_generative` runs the whole model, from $z_n$ to $x_{ng}$, with the decoder

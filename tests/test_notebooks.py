@@ -98,6 +98,17 @@ def _protected_lines(nb) -> set[str]:
 
 
 @pytest.mark.parametrize("name", lesson_params())
+def test_checked_outputs_are_printed_text_only(name):
+    """nbval compares the cells marked NBVAL_CHECK_OUTPUT; a figure in one makes that check flaky."""
+    checked = [c for c in _solution(name).cells if c.cell_type == "code" and "NBVAL_CHECK_OUTPUT" in c.source]
+    for cell in checked:
+        kinds = {o.output_type for o in cell.outputs}
+        assert kinds == {"stream"}, (
+            f"{name}: a cell marked NBVAL_CHECK_OUTPUT must only print text (found {sorted(kinds)}); "
+            f"move its plot to a separate cell:\n{cell.source[:300]}")
+
+
+@pytest.mark.parametrize("name", lesson_params())
 def test_release_leaks_no_solution_or_hidden_test(name):
     text = (ROOT / "notebooks" / name / f"{name}.ipynb").read_text(encoding="utf-8")
     for marker in ["BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"]:
