@@ -30,7 +30,7 @@ def shared_data_dir() -> Path | None:
 
 # notebooks, kernels and nbgrader started by the tests read the seeded data, never the network
 if shared_data_dir() is not None:
-    os.environ.setdefault("SCLECTURE_DATA_DIR", str(shared_data_dir()))
+    os.environ["SCLECTURE_DATA_DIR"] = str(shared_data_dir().resolve())  # absolute: kernels run elsewhere
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +51,31 @@ def real_data(monkeypatch, tmp_path_factory):
 def lesson_params():
     return [pytest.param(name, id=name) for name in LESSONS]
 
+
+
+# ---------------------------------------------------------------- the order of a parallel run
+# Rough minutes of the slowest groups of tests (a notebook under nbval, a grading corpus).
+# tools/run_tests.py hands groups to its two workers in collection order, so the longest
+# go first and the many short unit tests fill the gaps at the end.
+_MINUTES = {"03_actinn": 4, "06_scvi": 4, "05_vae": 3, "04_fa_ppca": 2.5, "02_mlp": 2,
+            "01_logistic_regression": 1.5, "00_setup": 1}
+
+
+def _weight(item) -> float:
+    nodeid = item.nodeid
+    for lesson, minutes in _MINUTES.items():
+        if nodeid.startswith(f"solutions/{lesson}/"):
+            return minutes
+        if f"::TestCorpus_{lesson}::" in nodeid:
+            return minutes * 1.2
+        if f"::TestExtendedCorpus_{lesson}::" in nodeid:
+            return minutes
+    if nodeid.startswith("tests/test_grading_workflow.py::"):
+        return 2.5  # the exchange and regrading tests share the module's group
+    if nodeid.startswith("tests/test_browser.py::"):
+        return 1.5
+    return 0.0
+
+
+def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: -_weight(item))  # stable: each group keeps its own order

@@ -4,8 +4,10 @@ Every lesson is graded (with SCLECTURE_QUICK=1, as `make grade` does) for five s
 the full solution, the untouched release, a partial solution, one whose code raises and
 one that loops forever. Two lessons also get the submissions students hand in when things
 go wrong: edited and deleted test cells, moved and added cells, a renamed notebook, a
-monkeypatching cheat, another kernel name, non-UTF-8 bytes and a truncated file. The
-scores are read from the gradebook and compared with the points each case must earn.
+monkeypatching cheat, another kernel name, non-UTF-8 bytes, a truncated file and a
+notebook saved by a newer nbgrader. The scores are read from the gradebook and compared
+with the points each case must earn (the full solution's full marks also prove that the
+solution passes its own hidden tests).
 The exchange path (release, fetch, submit, collect) is tested with two students.
 """
 
@@ -31,7 +33,7 @@ import grade as grading_tool  # noqa: E402  (tools/grade.py)
 
 pytestmark = pytest.mark.notebooks
 
-TIMEOUT = 45  # seconds per cell: enough for every cell in quick mode, short for the infinite loop
+TIMEOUT = 30  # seconds per cell: several times the slowest cell in quick mode, short for the infinite loop
 SOLUTION_LINE = re.compile(r"^\s*### (BEGIN|END) SOLUTION\s*$")
 
 
@@ -227,6 +229,13 @@ def build_extended_corpus(name, folder: Path) -> dict[str, float]:
     text = nbformat.writes(_solve(release, source))
     (folder / f"truncated_{name}.ipynb").write_text(text[: len(text) // 3])
     expected["truncated"] = None
+
+    # saved by a newer nbgrader: it stops nbgrader's whole run, which must cost this student only
+    nb = _solve(release, source)
+    for cell in nb.cells:
+        if "nbgrader" in cell.metadata:
+            cell.metadata["nbgrader"]["schema_version"] = 99
+    write("newerformat", nb, None)
     return expected
 
 
@@ -248,6 +257,8 @@ def check_extended_corpus(name, tmp_path):
     assert any("renamed" in n for n in results["renamed"].notes)
     assert any("UTF-8" in n for n in results["garbled"].notes)
     assert any("not a readable notebook" in n for n in results["truncated"].notes)
+    assert any("could not grade" in n and "newer version" in n for n in results["newerformat"].notes), \
+        results["newerformat"].notes
     # the maximum counts every graded cell: autograded tests and manually graded answers
     max_scores = {r.max_score for s, r in results.items() if r.score is not None}
     graded = [c for c in _release(name).cells if c.metadata.get("nbgrader", {}).get("grade", False)]

@@ -10,8 +10,8 @@ SUBMISSIONS is one of
     ``nbgrader collect`` or a JupyterHub exchange gives).
 
 The submissions themselves are never modified: they are copied into the course folder's
-``submitted/`` and graded there with ``nbgrader autograde``, one student at a time, with a
-per-cell timeout and a memory limit. The gradebook (``gradebook.db``) keeps every grade and
+``submitted/`` and graded there with one ``nbgrader autograde`` run (a fresh kernel per
+notebook), with a per-cell timeout and a memory limit. The gradebook (``gradebook.db``) keeps every grade and
 comment: running the command again gives the same grades, keeps manual grades made in
 Formgrader, and loses nothing. A notebook that cannot be read (truncated JSON) is reported
 for that student without stopping the others.
@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class StudentResult:
     needs_manual: int = 0
     failed: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    ungradable: bool = False  # nbgrader could not grade it: no score, a note instead
 
 
 def _nbgrader(args: list[str], course: Path, env: dict | None = None, memory_gb: float | None = None,
@@ -204,6 +206,8 @@ def read_grades(course: Path, lesson: str, results: dict[str, StudentResult]) ->
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         for student, r in results.items():
+            if r.ungradable:
+                continue
             try:
                 sub = gb.find_submission(lesson, student)
             except MissingEntry:
@@ -230,6 +234,69 @@ def _timeouts(course: Path, lesson: str, student: str) -> list[str]:
     return out
 
 
+def autograde(course: Path, lesson: str, students: list[str], results: dict[str, StudentResult],
+              env: dict, timeout: int, memory_gb: float | None) -> None:
+    """Autograde ``students`` in one nbgrader process (each notebook still gets its own kernel).
+
+    Other students in ``submitted/`` are left alone. A submission that nbgrader cannot grade
+    is reported for that student; the others are graded all the same.
+    """
+    others = sorted(p.name for p in (course / "submitted").iterdir() if p.is_dir() and p.name not in students)
+    if any("," in s_ for s_ in others + students):  # nbgrader takes the exclusions as a comma-separated list
+        batches = [[s_] for s_ in students]
+    else:
+        batches = [students]
+    retry: list[str] = []
+    for batch in batches:
+        outcome = _autograde_run(course, lesson, batch, others, results, env, timeout, memory_gb)
+        retry += [s_ for s_ in batch if outcome[s_] == "not reached"]
+    # an error that stops nbgrader altogether (e.g. a notebook with a newer metadata schema)
+    # must cost only that student: grade whoever it left out one at a time
+    for student in retry:
+        _autograde_run(course, lesson, [student], others, results, env, timeout, memory_gb)
+
+
+def _autograde_run(course, lesson, batch, others, results, env, timeout, memory_gb) -> dict[str, str]:
+    select = ([f"--student={batch[0]}"] if len(batch) == 1
+              else [f"--CourseDirectory.student_id_exclude={','.join(others)}"] if others else [])
+    log = course / "logs" / lesson / (f"{batch[0]}.log" if len(batch) == 1 else "autograde.log")
+    start = time.time()
+    res = _nbgrader(["autograde", lesson, *select, "--force",
+                     f"--Execute.timeout={timeout}", "--Execute.interrupt_on_timeout=True",
+                     "--Execute.kernel_name=python3", "--Execute.iopub_timeout=120"],
+                    course, env=env, memory_gb=memory_gb, log=log)
+    failed = set(re.findall(r"There was an error processing assignment '[^']*' for student '([^']*)'",
+                            res.stdout + res.stderr))
+    outcome = {}
+    for student in batch:
+        graded = course / "autograded" / student / lesson / f"{lesson}.ipynb"
+        if student in failed:
+            outcome[student] = "failed"
+        elif graded.exists() and graded.stat().st_mtime >= start - 1:
+            outcome[student] = "graded"
+        else:
+            outcome[student] = "not reached"
+        r = results[student]
+        if outcome[student] == "failed" or (outcome[student] == "not reached" and len(batch) == 1):
+            r.ungradable = True
+            r.notes.append(f"nbgrader could not grade this submission{_first_error(log, student)}; "
+                           f"see {log.relative_to(course)}")
+        timed_out = _timeouts(course, lesson, student) if outcome[student] == "graded" else []
+        if timed_out:
+            r.notes.append(f"timed out after {timeout} s in {', '.join(timed_out)}")
+    return outcome
+
+
+def _first_error(log: Path, student: str) -> str:
+    """nbgrader's first error message about ``student`` in ``log``, as ' (message)', or ''."""
+    text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+    for m in re.finditer(r"\[AutogradeApp \| ERROR\] (.*(?:\n(?!\[)[^\n]*)*)", text):
+        message = " ".join(m.group(1).split())
+        if not message.startswith("There was an error processing assignment") or student in message:
+            return f" ({message[:200]})"
+    return ""
+
+
 def grade(lesson: str, submissions: Path, course: Path | None = None, timeout: int = 300,
           memory_gb: float | None = 8.0, quick: bool = True, named_regexp: str = DEFAULT_REGEXP,
           feedback: bool = False, quiet: bool = False) -> dict[str, StudentResult]:
@@ -248,19 +315,10 @@ def grade(lesson: str, submissions: Path, course: Path | None = None, timeout: i
     results = {s: StudentResult(s) for s in students}
     for s_, old_name in renamed.items():
         results[s_].notes.append(f"notebook renamed from {old_name!r}")
-    for student in students:
-        r = results[student]
-        if not normalise_submission(course / "submitted" / student / lesson, lesson, r):
-            continue
-        res = _nbgrader(["autograde", lesson, f"--student={student}", "--force",
-                         f"--Execute.timeout={timeout}", "--Execute.interrupt_on_timeout=True",
-                         "--Execute.kernel_name=python3", "--Execute.iopub_timeout=120"],
-                        course, env=env, memory_gb=memory_gb, log=course / "logs" / lesson / f"{student}.log")
-        if res.returncode != 0:
-            r.notes.append(f"autograde exited {res.returncode}; see logs/{lesson}/{student}.log")
-        timed_out = _timeouts(course, lesson, student)
-        if timed_out:
-            r.notes.append(f"timed out after {timeout} s in {', '.join(timed_out)}")
+    ready = [s_ for s_ in students
+             if normalise_submission(course / "submitted" / s_ / lesson, lesson, results[s_])]
+    if ready:
+        autograde(course, lesson, ready, results, env, timeout, memory_gb)
     read_grades(course, lesson, results)
     if feedback:
         res = _nbgrader(["generate_feedback", lesson, "--force"], course)

@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
     shared = ROOT.parent / "shared" / "data"
     if "SCLECTURE_DATA_DIR" not in os.environ and shared.is_dir():
         os.environ["SCLECTURE_DATA_DIR"] = str(shared)
+    if os.environ.get("SCLECTURE_DATA_DIR"):  # kernels run in other folders: make it absolute
+        os.environ["SCLECTURE_DATA_DIR"] = str(Path(os.environ["SCLECTURE_DATA_DIR"]).resolve())
     cmd = [
         sys.executable, "-m", "pytest", "tests", "solutions",
         "--nbval-lax", "--nbval-current-env",
@@ -34,8 +36,9 @@ def main(argv: list[str]) -> int:
         "--nbval-cell-timeout", "900",
         "--durations", "15",
         # two workers on a 2-core machine; loadscope keeps a notebook's cells (one kernel) on one
-        # worker and spreads the grading corpus, one class per lesson
-        "-n", os.environ.get("SCLECTURE_TEST_WORKERS", "2"), "--dist", "loadscope",
+        # worker and spreads the grading corpus, one class per lesson; the longest groups start
+        # first (order set in tests/conftest.py) so that the workers finish together
+        "-n", os.environ.get("SCLECTURE_TEST_WORKERS", "2"), "--dist", "loadscope", "--no-loadscope-reorder",
         *argv,
     ]
     print("+", " ".join(cmd), flush=True)
