@@ -10,6 +10,7 @@ Targets: every lesson within its budget; all notebooks together under 12 minutes
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import sys
@@ -76,7 +77,10 @@ def main() -> None:
                  "autograde_s": sum(r["autograde_s"] for r in rows),
                  "autograde_peak_MiB": max(r["autograde_peak_MiB"] for r in rows), "runs": args.repeats})
     write_table("notebooks", "Course budget: solution notebooks and autograding", rows,
-                notes=("execute_s: median wall time of running the solution notebook end to end (full epochs). "
+                notes=("Environment: " + ("with" if importlib.util.find_spec("scvi") else "without")
+                       + " scvi-tools (the optional `peers` extra; lesson 06 trains it for comparison only where it is "
+                       "installed; the course's own environment has it not). "
+                       "execute_s: median wall time of running the solution notebook end to end (full epochs). "
                        "autograde_s: median wall time of `tools/grade.py` on one complete submission "
                        "(nbgrader autograde with SCLECTURE_QUICK=1, its default), including nbgrader's start-up."))
 
