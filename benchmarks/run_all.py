@@ -3,7 +3,8 @@
     python benchmarks/run_all.py [--quick]      (or: make benchmarks)
 
 Each bench_*.py writes benchmarks/results/<name>.md and .csv itself; this script runs them
-one after another (never in parallel: they time the machine) and writes the summary.
+one after another (never in parallel: they time the machine), draws the figures
+(benchmarks/plots.py) and writes the summary.
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ def main() -> None:
     parts = [f"# Benchmark results\n\nMeasured on: {machine()}.\n",
              "Each figure is a median of repeated runs unless its table says otherwise; comparisons with "
              "other tools are ratios measured in the same run. Regenerate with `make benchmarks`.\n"]
+    import plots
+
+    plots.main()
     for md in sorted(RESULTS.glob("*.md")):
         if md.name != "README.md":
             parts.append(md.read_text())
+            if md.with_suffix(".png").exists():
+                parts.append(f"![{md.stem}]({md.stem}.png)\n")
     (RESULTS / "README.md").write_text("\n".join(parts))
     print(f"\nsummary: {RESULTS / 'README.md'}")
     if failed:

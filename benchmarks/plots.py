@@ -1,0 +1,147 @@
+"""Figures of the benchmark tables: benchmarks/results/<name>.png from <name>.csv.
+
+    python benchmarks/plots.py          (run_all.py calls it after the benchmarks)
+
+A table that has not been measured yet is skipped with a message; nothing is drawn from
+numbers that are not in the CSV files.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS  # noqa: E402
+
+
+_OUT = [RESULTS]  # where main() writes
+
+
+def _save(fig, name: str) -> Path:
+    path = _OUT[0] / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}")
+    return path
+
+
+def plot_notebooks(df: pd.DataFrame) -> Path:
+    """Each solution notebook's wall time against its budget, and one autograde."""
+    df = df[df["lesson"] != "all"]
+    y = np.arange(len(df))
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(df) + 1.5))
+    ax.barh(y + 0.2, df["execute_s"], height=0.4, color="tab:blue", label="solution notebook, full epochs")
+    ax.barh(y - 0.2, df["autograde_s"], height=0.4, color="tab:orange", label="autograding one submission (quick)")
+    ax.scatter(df["budget_s"], y + 0.2, marker="|", s=300, color="k", label="budget")
+    ax.set_yticks(y, df["lesson"])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds (median)")
+    ax.legend(frameon=False, loc="lower right", fontsize=8)
+    return _save(fig, "notebooks")
+
+
+def plot_scaling(df: pd.DataFrame) -> Path:
+    """Seconds per epoch against the number of cells, with the line of a linear cost."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for trainer, d in df.groupby("trainer", sort=False):
+        d = d.sort_values("cells")
+        line, = ax.loglog(d["cells"], d["s / epoch"], "o-", label=trainer)
+        first = d.iloc[0]
+        ax.loglog(d["cells"], first["s / epoch"] * d["cells"] / first["cells"], ":", color=line.get_color())
+    ax.set_xlabel("cells (sparse input)")
+    ax.set_ylabel("seconds per epoch")
+    ax.set_title("dotted: cost proportional to the cells", fontsize=9)
+    ax.legend(frameon=False)
+    return _save(fig, "scaling")
+
+
+def plot_actinn(df: pd.DataFrame) -> Path:
+    """Median accuracy of each method on the three tasks."""
+    df = df.assign(task=df["setting"].str.replace(" CV", "") + " " + df["subset"])
+    med = df.groupby(["method", "task"], sort=False)["accuracy"].median().unstack("task")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(med.shape[1])
+    width = 0.8 / len(med)
+    for i, (method, row) in enumerate(med.iterrows()):
+        ax.bar(x + (i - (len(med) - 1) / 2) * width, row.values, width, label=method)
+    ax.set_xticks(x, med.columns)
+    ax.set_ylabel("accuracy (median over folds or seeds)")
+    ax.set_ylim(0, 1)
+    ax.legend(frameon=False, fontsize=7, ncol=2, loc="lower left")
+    return _save(fig, "actinn")
+
+
+def plot_factor(df: pd.DataFrame) -> Path:
+    """Fit time of PPCA / FA and scikit-learn's counterparts."""
+    datasets = list(dict.fromkeys(df["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], datasets):
+        d = df[df["dataset"] == name]
+        colors = ["tab:blue" if m.startswith("sclecture") else "0.6" for m in d["method"]]
+        bars = ax.barh(d["method"], d["fit_s_median"], color=colors)
+        ax.bar_label(bars, labels=[f"{v:.1f} s" for v in d["fit_s_median"]], padding=3, fontsize=8)
+        ax.set_xlim(0, 1.2 * d["fit_s_median"].max())
+        ax.invert_yaxis()
+        n, g = int(d["n_cells"].iloc[0]), int(d["n_genes"].iloc[0])
+        ax.set_title(f"{name}: {n:,} cells x {g:,} genes", fontsize=9)
+        ax.set_xlabel("fit seconds (median)")
+    return _save(fig, "factor")
+
+
+def plot_scvi(df: pd.DataFrame) -> Path:
+    """sclecture's scVI against scvi-tools: throughput, held-out likelihood, latent quality."""
+    wide = df.pivot_table(index="measure", columns="implementation", values="value", aggfunc="first")
+    panels = [("cells_per_s", "training cells / s"), ("neg_elbo", "held-out -ELBO per cell"),
+              ("neg_marginal_ll", "held-out -log p(x) per cell"), ("ari", "k-means ARI"), ("nmi", "k-means NMI")]
+    panels = [(m, t) for m, t in panels if m in wide.index]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.4 * len(panels), 3))
+    for ax, (measure, title) in zip(np.atleast_1d(axes), panels):
+        row = wide.loc[measure]
+        ax.bar(row.index, row.values, color=["tab:blue" if i == "sclecture" else "0.6" for i in row.index])
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        if measure.startswith("neg_"):  # close values: zoom in around them
+            lo, hi = row.min(), row.max()
+            ax.set_ylim(lo - 0.02 * abs(lo), hi + 0.01 * abs(hi))
+    return _save(fig, "scvi")
+
+
+def plot_machine(df: pd.DataFrame) -> Path:
+    """Training steps as a fraction of the machine's measured matmul peak."""
+    d = df[df["what"].str.contains("training epoch")]
+    labels = [f"{w.replace(' training epoch', '')} ({t} thr.)" for w, t in zip(d["what"], d["threads"])]
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(d) + 1.2))
+    ax.barh(labels, d["% of peak"].astype(float), color="tab:blue")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of float32 matmul peak (from layer sizes)")
+    return _save(fig, "machine")
+
+
+PLOTS = {"notebooks": plot_notebooks, "scaling": plot_scaling, "actinn": plot_actinn,
+         "factor": plot_factor, "scvi": plot_scvi, "machine": plot_machine}
+
+
+def main(results: Path = RESULTS) -> list[Path]:
+    _OUT[0] = results
+    written = []
+    for name, plot in PLOTS.items():
+        csv = results / f"{name}.csv"
+        if not csv.exists():
+            print(f"skipped {name}: {csv} not measured yet (run benchmarks/bench_{name}.py)")
+            continue
+        written.append(plot(pd.read_csv(csv)))
+    return written
+
+
+if __name__ == "__main__":
+    main()
