@@ -79,7 +79,7 @@ def main() -> None:
     write_table("notebooks", "Course budget: solution notebooks and autograding", rows,
                 notes=("Environment: " + ("with" if importlib.util.find_spec("scvi") else "without")
                        + " scvi-tools (the optional `peers` extra; lesson 06 trains it for comparison only where it is "
-                       "installed; the course's own environment has it not). "
+                       "installed; the course's own environment does not install it). "
                        "execute_s: median wall time of running the solution notebook end to end (full epochs). "
                        "autograde_s: median wall time of `tools/grade.py` on one complete submission "
                        "(nbgrader autograde with SCLECTURE_QUICK=1, its default), including nbgrader's start-up."))

@@ -45,7 +45,7 @@ def plot_notebooks(df: pd.DataFrame) -> Path:
     ax.set_yticks(y, df["lesson"])
     ax.invert_yaxis()
     ax.set_xlabel("seconds (median)")
-    ax.legend(frameon=False, loc="lower right", fontsize=8)
+    ax.legend(frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, fontsize=8)
     return _save(fig, "notebooks")
 
 

@@ -1,6 +1,6 @@
 """Run every benchmark and gather their tables into benchmarks/results/README.md.
 
-    python benchmarks/run_all.py [--quick]      (or: make benchmarks)
+    python benchmarks/run_all.py [--only NAME ...] [--summary]      (or: make benchmarks)
 
 Each bench_*.py writes benchmarks/results/<name>.md and .csv itself; this script runs them
 one after another (never in parallel: they time the machine), draws the figures
@@ -25,12 +25,15 @@ ORDER = ["bench_datasets", "bench_factor", "bench_actinn", "bench_scvi", "bench_
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", nargs="*", help="names of benchmarks to run (default: all)")
+    ap.add_argument("--summary", action="store_true", help="run nothing: redraw the figures and rewrite the summary")
     args = ap.parse_args()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
     names = [n for n in ORDER if (ROOT / "benchmarks" / f"{n}.py").exists()]
     names += sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py") if p.stem not in names)
     if args.only:
         names = [n for n in names if n in args.only or n.removeprefix("bench_") in args.only]
+    if args.summary:
+        names = []
     failed = []
     for n in names:
         print(f"\n=== {n}", flush=True)
