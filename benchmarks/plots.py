@@ -99,7 +99,7 @@ def plot_factor(df: pd.DataFrame) -> Path:
 
 def plot_scvi(df: pd.DataFrame) -> Path:
     """sclecture's scVI against scvi-tools: throughput, held-out likelihood, latent quality."""
-    wide = df.pivot_table(index="measure", columns="implementation", values="value", aggfunc="first")
+    wide = df.pivot_table(index="measure", columns="implementation", values="value", aggfunc="median")  # over seeds
     panels = [("cells_per_s", "training cells / s"), ("neg_elbo", "held-out -ELBO per cell"),
               ("neg_marginal_ll", "held-out -log p(x) per cell"), ("ari", "k-means ARI"), ("nmi", "k-means NMI")]
     panels = [(m, t) for m, t in panels if m in wide.index]
