@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import _log_nb, _log_poisson, _log_zinb
-from .training import MinibatchLoader, get_device, set_seed, train
+from .training import MinibatchLoader, fused_adam, get_device, set_seed, train
 from .vae import Encoder
 
 __all__ = [
@@ -388,11 +388,8 @@ class SCVI:
                                   self.encode_batch)
         device = get_device(self.device)
         self.module_.to(device)
-        adam = dict(lr=self.lr, eps=0.01, weight_decay=self.weight_decay)  # scvi-tools' settings
-        try:
-            optimizer = torch.optim.Adam(self.module_.parameters(), fused=True, **adam)  # one kernel, no Python loop
-        except (RuntimeError, TypeError):  # older torch: no fused Adam on this device
-            optimizer = torch.optim.Adam(self.module_.parameters(), **adam)
+        optimizer = fused_adam(self.module_.parameters(), lr=self.lr, eps=0.01,
+                               weight_decay=self.weight_decay)  # scvi-tools' settings
         warmup = self.n_epochs // 4 if self.n_epochs_kl_warmup is None else int(self.n_epochs_kl_warmup)
 
         stamps: list[float] = []  # when each epoch's first minibatch starts

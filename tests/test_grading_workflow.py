@@ -308,6 +308,15 @@ def test_bad_arguments_are_clear(tmp_path):
         grading_tool.grade("00_setup", tmp_path / "empty", course=tmp_path / "c", quiet=True)
 
 
+def test_grading_tool_finds_nbgraders_tools_without_an_activated_environment(tmp_path):
+    # nbgrader's Gradebook() runs `alembic` by name; `python tools/grade.py` must work from a bare PATH
+    code = ("import sys; sys.path.insert(0, 'tools'); import grade; "
+            "from nbgrader.api import Gradebook; Gradebook(sys.argv[1]).close(); print('ok')")
+    res = subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'gradebook.db'}"], cwd=ROOT,
+                         env=dict(os.environ, PATH="/usr/bin:/bin"), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
 # ---------------------------------------------------------------- a class on a JupyterHub exchange
 # nbgrader takes the user name from the operating system; each simulated person gets theirs
 AS_USER = ("import sys, nbgrader.utils as u; user = sys.argv.pop(1); u.get_osusername = lambda: user; "
@@ -315,8 +324,7 @@ AS_USER = ("import sys, nbgrader.utils as u; user = sys.argv.pop(1); u.get_osuse
 
 
 def _nbgrader(args, cwd, user, exchange):
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", SCLECTURE_QUICK="1",
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", SCLECTURE_QUICK="1")  # PATH: see tools/notebooks.py
     cmd = [sys.executable, "-c", AS_USER, user, *args, f"--Exchange.root={exchange}",
            "--CourseDirectory.course_id=sclecture", "--Exchange.path_includes_course=True"]
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

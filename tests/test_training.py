@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 
 import sclecture
-from sclecture.training import History, MinibatchLoader, train
+from sclecture.training import History, MinibatchLoader, fused_adam, train
 
 
 def _regression(n=400, d=5, seed=0):
@@ -117,3 +117,21 @@ def test_history_plot():
     assert [l.get_label() for l in ax.get_lines()] == ["loss", "val_loss"]
     with pytest.raises(ValueError, match="empty"):
         History().plot()
+
+
+def test_fused_adam_takes_the_same_steps_as_plain_adam():
+    torch.manual_seed(0)
+    w0 = torch.randn(20, 5)
+    x = torch.randn(64, 20)
+    paths = []
+    for make in (lambda p: fused_adam(p, lr=1e-2, eps=0.01, weight_decay=1e-6),
+                 lambda p: torch.optim.Adam(p, lr=1e-2, eps=0.01, weight_decay=1e-6)):
+        w = torch.nn.Parameter(w0.clone())
+        opt = make(iter([w]))  # a generator of parameters, as module.parameters() gives
+        for _ in range(25):
+            opt.zero_grad()
+            ((x @ w).tanh() ** 2).mean().backward()
+            opt.step()
+        paths.append(w.detach())
+    assert isinstance(opt, torch.optim.Adam)
+    torch.testing.assert_close(paths[0], paths[1], rtol=1e-5, atol=1e-6)

@@ -36,6 +36,10 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from notebooks import use_environment_tools  # noqa: E402  (tools/notebooks.py: nbgrader needs `alembic` on PATH)
+
+use_environment_tools()
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGEXP = r"^(?P<student_id>[A-Za-z0-9.\-]+)_(?P<file_id>.+\.ipynb)$"
 # zip_collect matches the whole path of each extracted file
@@ -56,9 +60,6 @@ class StudentResult:
 def _nbgrader(args: list[str], course: Path, env: dict | None = None, memory_gb: float | None = None,
               log: Path | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course}"]
-    env = dict(os.environ if env is None else env)
-    # nbgrader runs `alembic` by name: the environment's bin folder must be on PATH
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
 
     def limit():  # runs in the child: the kernel it starts inherits the limit
         if memory_gb:

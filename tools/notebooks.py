@@ -44,6 +44,22 @@ LESSONS = ROOT / "lessons"
 SOLUTIONS = ROOT / "solutions"
 RELEASES = ROOT / "notebooks"
 
+
+
+def use_environment_tools() -> None:
+    """Put this Python's bin folder first on PATH, for this process and what it starts.
+
+    nbgrader runs `alembic` by name, in its commands and inside ``Gradebook()`` itself, so
+    the tools must be found even when the course's environment is not activated.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
+
+
+use_environment_tools()
+
 HEADER = re.compile(r"^# %%(?:\s*\[(?P<kind>[\w-]+)\])?(?P<opts>.*)$")
 KINDS = {"markdown", "code", "colab-setup", "solution", "test", "answer"}
 
@@ -241,8 +257,7 @@ def _generate(name: str, source_root: Path, release_root: Path) -> None:
         shutil.copy(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
         cmd = [sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force",
                f"--CourseDirectory.root={course}", "--log-level=WARN"]
-        env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
-        res = subprocess.run(cmd, cwd=course, capture_output=True, text=True, env=env)  # nbgrader calls `alembic`
+        res = subprocess.run(cmd, cwd=course, capture_output=True, text=True)
         if res.returncode != 0:
             raise SystemExit(f"nbgrader generate_assignment {name} failed:\n{res.stdout}\n{res.stderr}")
         target = release_root / name

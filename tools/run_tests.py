@@ -22,8 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv: list[str]) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("MPLBACKEND", "Agg")
-    # nbgrader runs tools of the environment (alembic) by name: put its bin folder first
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     shared = ROOT.parent / "shared" / "data"
     if "SCLECTURE_DATA_DIR" not in os.environ and shared.is_dir():
         os.environ["SCLECTURE_DATA_DIR"] = str(shared)
