@@ -141,7 +141,7 @@ def worker(trainer: str, n: int, folder: Path, threads: int) -> dict:
 
     import sclecture.actinn as actinn_mod
     import sclecture.scvi as scvi_mod
-    from sclecture.training import train
+    from sclecture.training import fused_adam, train
 
     X = sp.load_npz(folder / f"X{n}.npz").tocsr()
     obs = np.load(folder / f"obs{n}.npz")
@@ -201,7 +201,7 @@ def worker(trainer: str, n: int, folder: Path, threads: int) -> dict:
         torch.manual_seed(0)
         classes, y = np.unique(labels, return_inverse=True)
         net = actinn_mod.ACTINNNet(data.shape[1], len(classes))
-        opt = actinn_mod._adam(net.parameters(), 1e-4)
+        opt = fused_adam(net.parameters(), lr=1e-4)
 
         def lr(step):
             on_step(step // steps_per_epoch)

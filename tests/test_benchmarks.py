@@ -1,0 +1,41 @@
+"""The benchmarks' own code paths run against the current package (tiny sizes, no timing claims)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_scaling  # noqa: E402  (benchmarks/bench_scaling.py)
+import bench_scvi  # noqa: E402
+
+
+@pytest.mark.parametrize("trainer", bench_scaling.TRAINERS)
+def test_scaling_worker_trains_every_trainer_on_a_small_problem(tmp_path, trainer):
+    bench_scaling.make_data([300], tmp_path)
+    r = bench_scaling.worker(trainer, 300, tmp_path, threads=1)
+    assert r["trainer"] == trainer and r["n"] == 300
+    assert len(r["epoch_s"]) == bench_scaling.epochs_for(300)  # one timestamp per epoch: the hooks saw every epoch
+    assert all(s > 0 for s in r["epoch_s"]) and r["cpu_per_epoch"] > 0
+    assert r["data_mib"] > 0 and np.isfinite(r["train_extra"])
+
+
+def test_welch_interval_agrees_with_scipys_welch_test():
+    rng = np.random.default_rng(0)
+    for shift in (0.0, 0.5, 3.0):
+        a, b = rng.normal(shift, 1.0, 8), rng.normal(0.0, 2.0, 8)
+        d, lo, hi = bench_scvi.welch_interval(a, b)
+        assert d == pytest.approx(a.mean() - b.mean())
+        p = stats.ttest_ind(a, b, equal_var=False).pvalue
+        assert (lo > 0 or hi < 0) == (p < 0.05)  # the 95 % interval excludes 0 exactly when the test rejects
+
+
+def test_likelihood_verdict_reads_the_interval_of_a_loss():
+    assert bench_scvi.likelihood_verdict(-1.0, -2.0, -0.1) == "better"  # lower -log p(x) is better
+    assert bench_scvi.likelihood_verdict(1.0, 0.1, 2.0) == "worse"
+    assert bench_scvi.likelihood_verdict(0.3, -1.0, 1.6).startswith("no difference")
