@@ -45,7 +45,6 @@ SOLUTIONS = ROOT / "solutions"
 RELEASES = ROOT / "notebooks"
 
 
-
 def use_environment_tools() -> None:
     """Put this Python's bin folder first on PATH, for this process and what it starts.
 
