@@ -266,6 +266,48 @@ def likelihood_verdict(d: float, lo: float, hi: float) -> str:
 
 # --------------------------------------------------------------------------- measuring
 
+_DATA: dict = {}
+
+
+def cortex():
+    """load_cortex(), once per process."""
+    if not _DATA:
+        _DATA["adata"], _DATA["train"], _DATA["test"] = load_cortex()
+    return _DATA["adata"], _DATA["train"], _DATA["test"]
+
+
+def full_fit(name: str, seed: int, epochs: int, warmup: int, mc_samples: int, threads: int,
+             score_with_course: bool = False) -> tuple[list, str]:
+    """One full fit of one implementation: its result rows and a line to print (runs in a worker with --jobs)."""
+    from sclecture.scvi import clustering_scores
+
+    torch.set_num_threads(threads)
+    adata, train, test = cortex()
+    impl = {"sclecture": Course, "scvi-tools": Peer}[name](epochs, warmup, seed)
+    start = time.perf_counter()
+    secs = impl.fit(train)
+    fit_s = time.perf_counter() - start
+    elbo = impl.elbo(test)
+    ll = impl.marginal_ll(test, mc_samples)
+    sc = clustering_scores(impl.latent(adata), adata.obs["cell_type"], random_state=0)
+    res = {"fit_s": fit_s, "fit_epoch_s": statistics.median(secs[1:]) if len(secs) > 1 else float("nan"),
+           "neg_elbo": -float(np.mean(elbo)), "neg_marginal_ll": -float(np.mean(ll)),
+           "ari": sc["ari"], "nmi": sc["nmi"], "silhouette": sc["silhouette"]}
+    rows = [(name, k, v, f"seed {seed}") for k, v in res.items()]
+    line = f"seed {seed} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items())
+    if score_with_course:  # the same scvi-tools model scored by the course's code
+        from sclecture.scvi import SCVI
+
+        scorer = SCVI(n_epochs=0, random_state=seed, device="cpu", progress=False).fit(train)
+        copy_peer_weights(impl.model.module, scorer.module_)
+        ours = -float(np.mean(scorer.get_marginal_ll(test, n_samples=mc_samples)))
+        rows.append(("check", "eval_diff", ours - res["neg_marginal_ll"],
+                     f"seed {seed}: scvi-tools' model, -log p(x) by sclecture minus by scvi-tools"))
+        line += (f"\nscvi-tools' model scored by both codes: -log p(x) {ours:.2f} (sclecture) vs "
+                 f"{res['neg_marginal_ll']:.2f} (scvi-tools)")
+    return rows, line
+
+
 def run(args) -> None:
     torch.set_num_threads(args.threads)
     have_peer = True
@@ -276,8 +318,7 @@ def run(args) -> None:
         print("scvi-tools is not installed: measuring the course's model only "
               "(pip install -c constraints.txt 'sclecture[peers]' for the comparison)", flush=True)
     impls = [Course] + ([Peer] if have_peer else [])
-    adata, train, test = load_cortex()
-    labels = adata.obs["cell_type"]
+    adata, train, test = cortex()
     n_train = train.n_obs
     warmup = args.epochs // 4 if args.warmup is None else args.warmup
     print(f"CORTEX: {adata.n_obs} cells x {adata.n_vars} genes; train {n_train}, test {test.n_obs}; "
@@ -314,35 +355,24 @@ def run(args) -> None:
         rows.append((name, "epoch_s", med, f"median of {len(v)} epochs"))
         rows.append((name, "cells_per_s", n_train / med, f"{n_train} training cells / median epoch"))
 
-    # quality, one full fit per seed and implementation (order alternates)
-    from sclecture.scvi import clustering_scores
-
+    # quality, one full fit per seed and implementation (order alternates), --jobs at a time
+    tasks = []
     for i, seed in enumerate(args.seeds):
-        order = impls if i % 2 == 0 else impls[::-1]
-        for c in order:
-            impl = c(args.epochs, warmup, seed)
-            start = time.perf_counter()
-            secs = impl.fit(train)
-            fit_s = time.perf_counter() - start
-            elbo = impl.elbo(test)
-            ll = impl.marginal_ll(test, args.mc_samples)
-            sc = clustering_scores(impl.latent(adata), labels, random_state=0)
-            res = {"fit_s": fit_s, "fit_epoch_s": statistics.median(secs[1:]) if len(secs) > 1 else float("nan"),
-                   "neg_elbo": -float(np.mean(elbo)), "neg_marginal_ll": -float(np.mean(ll)),
-                   "ari": sc["ari"], "nmi": sc["nmi"], "silhouette": sc["silhouette"]}
-            for k, v in res.items():
-                rows.append((c.name, k, v, f"seed {seed}"))
-            print(f"seed {seed} {c.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
-            if c is Peer and i == 0:  # the same scvi-tools model scored by the course's code
-                from sclecture.scvi import SCVI
+        for c in (impls if i % 2 == 0 else impls[::-1]):
+            tasks.append((c.name, seed, args.epochs, warmup, args.mc_samples, args.threads, c is Peer and i == 0))
+    if args.jobs == 1:
+        results = (full_fit(*t) for t in tasks)
+    else:  # separate processes (spawned: a forked torch may hang), each with --threads threads
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-                scorer = SCVI(n_epochs=0, random_state=seed, device="cpu", progress=False).fit(train)
-                copy_peer_weights(impl.model.module, scorer.module_)
-                ours = -float(np.mean(scorer.get_marginal_ll(test, n_samples=args.mc_samples)))
-                rows.append(("check", "eval_diff", ours - res["neg_marginal_ll"],
-                             f"seed {seed}: scvi-tools' model, -log p(x) by sclecture minus by scvi-tools"))
-                print(f"scvi-tools' model scored by both codes: -log p(x) {ours:.2f} (sclecture) vs "
-                      f"{res['neg_marginal_ll']:.2f} (scvi-tools)", flush=True)
+        pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
+        results = (f.result() for f in [pool.submit(full_fit, *t) for t in tasks])
+    for fit_rows, line in results:
+        rows += fit_rows
+        print(line, flush=True)
+    if args.jobs > 1:
+        pool.shutdown()
 
     write(rows, args, impls, n_train, warmup, adata.n_obs)
 
@@ -377,7 +407,9 @@ def write(rows, args, impls, n_train, warmup, n_cells) -> None:
         f"Model and training identical for both: 10 latent dims, 1 x 128 hidden, BatchNorm, dropout 0.1, ZINB, "
         f"observed library, Adam lr 1e-3 (eps 0.01, weight decay 1e-6), batch 128, {args.epochs} epochs, KL warm-up "
         f"{warmup} epochs, seeds {list(args.seeds)}. Throughput: {args.rounds} interleaved runs of {args.timing_epochs} "
-        "epochs per implementation, first epoch of each dropped, median. Quality: mean +/- sd over seeds.",
+        "epochs per implementation, first epoch of each dropped, median. Quality: mean +/- sd over seeds; "
+        f"{args.jobs} full fit(s) at a time, each in its own process"
+        + (" (so the full fits' timings include the other job's load)." if args.jobs > 1 else "."),
         "",
         "| measure | " + " | ".join(names) + (" | ratio |" if len(names) == 2 else ""),
         "|---|" + "---|" * len(names) + ("---|" if len(names) == 2 else ""),
@@ -444,11 +476,16 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)),
                    help="seeds of the full fits (default 0-7; the verdict needs at least 2)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="full fits run at a time, each in its own process with --threads threads (default 1)")
     p.add_argument("--rounds", type=int, default=4, help="interleaved throughput runs per implementation")
     p.add_argument("--timing-epochs", type=int, default=8)
     p.add_argument("--mc-samples", type=int, default=100, help="importance samples for log p(x)")
     p.add_argument("--import-reps", type=int, default=3)
-    run(p.parse_args(argv))
+    args = p.parse_args(argv)
+    if args.jobs < 1 or args.threads < 1:
+        p.error(f"--jobs and --threads must be at least 1, got --jobs {args.jobs} --threads {args.threads}")
+    run(args)
 
 
 if __name__ == "__main__":

@@ -838,12 +838,13 @@ plt.show()
 
 # %% [markdown]
 # On these cells the MLP and the linear models end up close: the printout gives the difference in
-# held-out cells, a handful out of 792. Where do they differ? In the run stored with this
-# notebook, mostly on the dendritic cells (DC), a rare type with only 22 training cells: each
+# held-out cells, a few out of 792, and another seed can tip it either way. Where do they differ?
+# The clearest case is the dendritic cells (DC), a rare type with only 22 training cells: each
 # one-vs-rest model is fitted on its own, and the DC model, trained on 22 cells against 1,824
 # others, stays too unsure to outbid the monocyte model, whereas the MLP's softmax weighs all nine
-# types against each other in one likelihood. Both models lose most cells in the same place,
-# between naive and memory CD4 T cells, two states of one lineage that differ in a few genes only.
+# types against each other in one likelihood. Elsewhere the two trade a few cells each way, and both
+# lose most cells in the same place, between naive and memory CD4 T cells, two states of one
+# lineage that differ in a few genes only.
 #
 # That the MLP gains little is not a failure. These cell types were defined by clustering cells on
 # their first principal components, a linear summary of the same kind of expression data, so they

@@ -24,6 +24,7 @@ import torch
 __all__ = [
     "get_device",
     "set_seed",
+    "shuffle_seed",
     "quick_mode",
     "n_epochs",
     "MinibatchLoader",
@@ -65,6 +66,16 @@ def set_seed(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def shuffle_seed(seed: int) -> int:
+    """The seed of the minibatch order: a stream of its own, derived from ``seed``.
+
+    ``torch.Generator().manual_seed(seed)`` would replay the very random numbers that
+    ``set_seed(seed)`` hands to the weight initialisation, so each epoch's order would be a
+    function of the initial weights. NumPy's SeedSequence mixes ``seed`` into another state.
+    """
+    return int(np.random.SeedSequence([int(seed), 0x5EED]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
 def quick_mode() -> bool:
     """True when ``SCLECTURE_QUICK=1``: lessons then train for a few epochs only.
 
@@ -98,8 +109,8 @@ class MinibatchLoader:
 
     ``arrays`` may mix NumPy arrays, torch tensors and SciPy sparse matrices (rows are
     cells). Each minibatch is a tuple of tensors on ``device``. With ``shuffle=True`` the
-    order is redrawn every epoch from a generator seeded with ``seed``, so the same seed
-    gives the same minibatches. Shuffling matters: data sets often come sorted by cell
+    order is redrawn every epoch from a generator seeded with ``shuffle_seed(seed)``, so the
+    same seed gives the same minibatches. Shuffling matters: data sets often come sorted by cell
     type, and a model that sees one type per minibatch learns nonsense.
     """
 
@@ -133,7 +144,7 @@ class MinibatchLoader:
         self.device = get_device(device)
         self.dtype = dtype
         self.arrays = [_as_batchable(a, self.device, dtype) for a in arrays]
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(shuffle_seed(seed))
 
     def __len__(self) -> int:
         if self.drop_last and self.n >= self.batch_size:

@@ -39,3 +39,19 @@ def test_likelihood_verdict_reads_the_interval_of_a_loss():
     assert bench_scvi.likelihood_verdict(-1.0, -2.0, -0.1) == "better"  # lower -log p(x) is better
     assert bench_scvi.likelihood_verdict(1.0, 0.1, 2.0) == "worse"
     assert bench_scvi.likelihood_verdict(0.3, -1.0, 1.6).startswith("no difference")
+
+
+def test_scvi_full_fit_gives_every_measure_for_the_course(monkeypatch):
+    monkeypatch.setattr(bench_scvi, "N_GENES", 100)  # a smaller problem; the split and pipeline are the same
+    monkeypatch.setattr(bench_scvi, "_DATA", {})
+    rows, line = bench_scvi.full_fit("sclecture", 3, epochs=2, warmup=1, mc_samples=3, threads=1)
+    measures = {r[1]: r[2] for r in rows}
+    assert set(measures) == {"fit_s", "fit_epoch_s", "neg_elbo", "neg_marginal_ll", "ari", "nmi", "silhouette"}
+    assert all(r[0] == "sclecture" and r[3] == "seed 3" for r in rows)
+    assert all(np.isfinite(v) for v in measures.values()) and measures["neg_marginal_ll"] > 0
+    assert -1 <= measures["ari"] <= 1 and line.startswith("seed 3 sclecture:")
+
+
+def test_scvi_benchmark_rejects_zero_jobs():
+    with pytest.raises(SystemExit):
+        bench_scvi.main(["--jobs", "0"])

@@ -6,7 +6,7 @@ import scipy.sparse as sp
 import torch
 
 import sclecture
-from sclecture.training import History, MinibatchLoader, fused_adam, train
+from sclecture.training import History, MinibatchLoader, fused_adam, shuffle_seed, train
 
 
 def _regression(n=400, d=5, seed=0):
@@ -135,3 +135,16 @@ def test_fused_adam_takes_the_same_steps_as_plain_adam():
         paths.append(w.detach())
     assert isinstance(opt, torch.optim.Adam)
     torch.testing.assert_close(paths[0], paths[1], rtol=1e-5, atol=1e-6)
+
+
+def test_minibatch_order_does_not_replay_the_weight_initialisation_stream():
+    # torch.Generator().manual_seed(seed) would draw the same numbers that set_seed(seed) gives to
+    # nn.Linear's initialisation, making every epoch's order a function of the initial weights
+    n = 2253
+    for seed in (0, 1, 5):
+        first = next(iter(MinibatchLoader((np.arange(n),), batch_size=n, shuffle=True, seed=seed)))[0]
+        replay = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        assert not torch.equal(first.long(), replay)
+        again = next(iter(MinibatchLoader((np.arange(n),), batch_size=n, shuffle=True, seed=seed)))[0]
+        assert torch.equal(first, again)  # still repeatable from the seed
+    assert shuffle_seed(0) != shuffle_seed(1) and 0 <= shuffle_seed(2**40) < 2**63
