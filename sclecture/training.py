@@ -73,7 +73,7 @@ def shuffle_seed(seed: int) -> int:
     ``set_seed(seed)`` hands to the weight initialisation, so each epoch's order would be a
     function of the initial weights. NumPy's SeedSequence mixes ``seed`` into another state.
     """
-    return int(np.random.SeedSequence([int(seed), 0x5EED]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([int(seed) % 2**64, 0x5EED]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 def quick_mode() -> bool:
