@@ -55,3 +55,9 @@ def test_scvi_full_fit_gives_every_measure_for_the_course(monkeypatch):
 def test_scvi_benchmark_rejects_zero_jobs():
     with pytest.raises(SystemExit):
         bench_scvi.main(["--jobs", "0"])
+
+
+def test_worst_case_reads_the_upper_end_of_the_interval():
+    assert bench_scvi.worst_case(0.24, 1269.3) == ("at 95 % confidence sclecture is at most 0.24 nats per cell "
+                                                  "(0.019 %) worse")
+    assert bench_scvi.worst_case(-0.1, 1269.3) == "at 95 % confidence sclecture is better"
