@@ -140,6 +140,20 @@ def budget(pbmc, kang, y, args) -> None:
     print("\n".join(lines))
 
 
+def write_report(lines: list[str]) -> Path:
+    """Write actinn.md from the comparison's lines, keeping the budget section of an earlier ``--budget`` run."""
+    md = RESULTS / "actinn.md"
+    old = md.read_text() if md.exists() else ""
+    if BUDGET_HEADER in old:
+        lines = lines + ["", BUDGET_HEADER + old.split(BUDGET_HEADER, 1)[1].rstrip("\n")]
+    else:
+        lines = lines + ["", BUDGET_HEADER, "",
+                         "Not measured yet: run `python benchmarks/bench_actinn.py --budget` on a quiet machine."]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    md.write_text("\n".join(lines) + "\n")
+    return md
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default 1)")
@@ -281,8 +295,7 @@ def main() -> None:
                          f"{per_fold(g)} | {statistics.median(r['fit_s'] for r in g):.1f} | "
                          f"{statistics.median(r['fit_cpu_s'] for r in g):.1f} | {statistics.median(r['predict_cells_per_s'] for r in g):,.0f} | "
                          f"{statistics.median(r['n_genes'] for r in g):,.0f} |")
-    lines += ["", BUDGET_HEADER, "", "Not measured yet: run `python benchmarks/bench_actinn.py --budget` on a quiet machine."]
-    (RESULTS / "actinn.md").write_text("\n".join(lines) + "\n")
+    write_report(lines)
     print("\n".join(lines))
     print(f"\nwrote {out_csv} and {RESULTS / 'actinn.md'}")
 

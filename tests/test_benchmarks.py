@@ -61,3 +61,17 @@ def test_worst_case_reads_the_upper_end_of_the_interval():
     assert bench_scvi.worst_case(0.24, 1269.3) == ("at 95 % confidence sclecture is at most 0.24 nats per cell "
                                                   "(0.019 %) worse")
     assert bench_scvi.worst_case(-0.1, 1269.3) == "at 95 % confidence sclecture is better"
+
+
+def test_actinn_report_keeps_the_budget_section_of_an_earlier_budget_run(tmp_path, monkeypatch):
+    import bench_actinn
+
+    monkeypatch.setattr(bench_actinn, "RESULTS", tmp_path)
+    md = bench_actinn.write_report(["# ACTINN", "", "first comparison"])
+    assert "Not measured yet" in md.read_text()
+    budget = bench_actinn.BUDGET_HEADER + "\n\n| 1 | 22.7 | PASS |"
+    md.write_text("# ACTINN\n\nold comparison\n\n" + budget + "\n")  # what a --budget run leaves
+    bench_actinn.write_report(["# ACTINN", "", "new comparison"])
+    text = md.read_text()
+    assert "new comparison" in text and "old comparison" not in text
+    assert text.rstrip().endswith(budget) and "Not measured yet" not in text
