@@ -315,6 +315,18 @@ def full_fit(name: str, seed: int, epochs: int, warmup: int, mc_samples: int, th
     return rows, line
 
 
+def full_fits(tasks: list[tuple], jobs: int):
+    """full_fit(*task) for each task, in order; with jobs > 1 in that many spawned processes (a forked torch may hang)."""
+    if jobs == 1:
+        yield from (full_fit(*t) for t in tasks)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from (f.result() for f in [pool.submit(full_fit, *t) for t in tasks])
+
+
 def run(args) -> None:
     torch.set_num_threads(args.threads)
     have_peer = True
@@ -367,19 +379,9 @@ def run(args) -> None:
     for i, seed in enumerate(args.seeds):
         for c in (impls if i % 2 == 0 else impls[::-1]):
             tasks.append((c.name, seed, args.epochs, warmup, args.mc_samples, args.threads, c is Peer and i == 0))
-    if args.jobs == 1:
-        results = (full_fit(*t) for t in tasks)
-    else:  # separate processes (spawned: a forked torch may hang), each with --threads threads
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        pool = ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"))
-        results = (f.result() for f in [pool.submit(full_fit, *t) for t in tasks])
-    for fit_rows, line in results:
+    for fit_rows, line in full_fits(tasks, args.jobs):
         rows += fit_rows
         print(line, flush=True)
-    if args.jobs > 1:
-        pool.shutdown()
 
     write(rows, args, impls, n_train, warmup, adata.n_obs)
 
