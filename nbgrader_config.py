@@ -25,11 +25,11 @@ c.ExecutePreprocessor.iopub_timeout = 120
 c.ClearOutput.enabled = True
 
 # --- Autograding guard -----------------------------------------------------------------
-# A submission can hide failing checks from nbgrader by swallowing exceptions inside the
-# kernel (IPython's set_custom_exc, or replacing the shell's showtraceback). Before any
-# graded test cell runs, this line undoes both, so an assertion that fails is reported.
-# (Replacing numpy.allclose or the helpers of sclecture.grading does not help either: the
-# hidden tests use fresh copies from sclecture.grading.trusted().)
+# Points are not decided here: tools/grade.py replays every test cell outside the student's
+# kernel (tools/verdict.py) and writes those points into the gradebook. This guard only keeps
+# the graded notebook honest for the student's feedback: a submission that swallows exceptions
+# inside the kernel (IPython's set_custom_exc, or replacing the shell's showtraceback) would
+# otherwise hide its failing checks there. Before any graded test cell runs, it undoes both.
 from nbgrader.preprocessors import NbGraderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds,  # noqa: E402
                                     OverwriteCells, OverwriteKernelspec)

@@ -13,7 +13,8 @@
 #    only when your instructor grades the notebook.
 #
 # Replace every `raise NotImplementedError()` with your own code, run the test cell below it, and move
-# on when it passes silently.
+# on when it passes silently. The reference implementations in the `sclecture` package may be read
+# but not called in an exercise: grading gives no points for a call.
 
 # %% [colab-setup]
 
@@ -69,19 +70,29 @@ def counts_per_million(X):
     ### END SOLUTION
 
 # %% [test] id=setup-cpm-test points=2
+# Test cells pass every value your code computes through `record(name, lambda: ...)`: here it just
+# calls your function and returns the result. When your notebook is graded, it also keeps the value,
+# and the grader repeats these checks on it, outside your notebook.
+import numpy as np
+
+import sclecture.grading
+from sclecture.grading import assert_close
+
+record = sclecture.grading.recorder("setup-cpm-test")
 X = np.array([[1, 3, 0], [5, 5, 10]])
-cpm = counts_per_million(X)
+cpm = record("counts_per_million(X)", lambda: counts_per_million(X))
 assert_close(cpm, [[250000, 750000, 0], [250000, 250000, 500000]], name="counts_per_million(X)")
-assert_close(counts_per_million(np.zeros((1, 4))), np.zeros((1, 4)), name="a cell with no counts")
+assert_close(record("a cell with no counts", lambda: counts_per_million(np.zeros((1, 4)))), np.zeros((1, 4)),
+             name="a cell with no counts")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted()
 rng = np.random.default_rng(1)
 X = rng.poisson(2.0, size=(20, 7))
 X[3] = 0
-expected = np.zeros(X.shape)
+got = record("counts_per_million on random counts", lambda: counts_per_million(X))
+expected = np.zeros(X.shape)  # computed after the call, so that the function cannot read it
 nz = X.sum(1) > 0
 expected[nz] = X[nz] / X[nz].sum(1, keepdims=True) * 1e6
-G.assert_close(counts_per_million(X), expected, rtol=1e-9, name="counts_per_million on random counts")
+assert_close(got, expected, rtol=1e-9, name="counts_per_million on random counts")
 ### END HIDDEN TESTS
 
 # %% [markdown]

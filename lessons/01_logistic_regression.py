@@ -17,7 +17,8 @@
 #
 # You will write five short functions (each followed by a test cell) and one written answer.
 # The reference versions live in `sclecture.linear`, together with the estimators
-# `LogisticRegression` and `Perceptron` that the last part uses.
+# `LogisticRegression` and `Perceptron` that the last part uses. The references in `sclecture` may
+# be read but not called in an exercise: grading gives no points for a call.
 
 # %% [colab-setup]
 
@@ -98,39 +99,37 @@ def sigmoid(z):
     ### END SOLUTION
 
 # %% [test] id=linear-sigmoid-test points=2
-import warnings
-
 import numpy as np
 
 import sclecture.grading
-from sclecture.grading import assert_close, assert_shape
+import sclecture.linear
+from sclecture.grading import assert_close, assert_shape, warnings_as_errors
 
-assert_close(sigmoid(0.0), 0.5, name="sigmoid(0)")
+record = sclecture.grading.recorder("linear-sigmoid-test")
+assert_close(record("sigmoid(0)", lambda: sigmoid(0.0)), 0.5, name="sigmoid(0)")
 z = np.array([-2.0, -0.5, 0.0, 0.5, 2.0])
-assert_close(sigmoid(z), 1 / (1 + np.exp(-z)), name="sigmoid([-2, -0.5, 0, 0.5, 2])")
-assert_close(sigmoid(-z), 1 - sigmoid(z), name="sigmoid(-z) = 1 - sigmoid(z)")
-assert_shape(sigmoid(np.zeros((3, 4))), (3, 4), name="sigmoid of a 3 x 4 array")
-with warnings.catch_warnings():
-    warnings.simplefilter("error", RuntimeWarning)
-    try:
-        big = sigmoid(np.array([-1000.0, 1000.0]))
-    except RuntimeWarning as w:
-        raise AssertionError(f"sigmoid overflowed for z = +-1000 ({w}): exponentiate only -|z|") from None
+s_z = record("sigmoid(z)", lambda: sigmoid(z))
+assert_close(s_z, 1 / (1 + np.exp(-z)), name="sigmoid([-2, -0.5, 0, 0.5, 2])")
+assert_close(record("sigmoid(-z)", lambda: sigmoid(-z)), 1 - s_z, name="sigmoid(-z) = 1 - sigmoid(z)")
+assert_shape(record("sigmoid of a 3 x 4 array", lambda: sigmoid(np.zeros((3, 4)))), (3, 4), name="sigmoid of a 3 x 4 array")
+try:
+    big = record("sigmoid([-1000, 1000])", lambda: warnings_as_errors(sigmoid, np.array([-1000.0, 1000.0])))
+except RuntimeWarning as w:
+    raise AssertionError(f"sigmoid overflowed for z = +-1000 ({w}): exponentiate only -|z|") from None
 assert_close(big, [0.0, 1.0], name="sigmoid([-1000, 1000])")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("linear")
 rng = np.random.default_rng(11)
 z = 8 * rng.normal(size=(7, 3))
-G.assert_close(sigmoid(z), G.linear.sigmoid(z), rtol=1e-9, name="sigmoid on a random 7 x 3 array")
+assert_close(record("sigmoid on a random 7 x 3 array", lambda: sigmoid(z)), sclecture.linear.sigmoid(z), rtol=1e-9,
+             name="sigmoid on a random 7 x 3 array")
 z = np.array([-1e5, -800.0, -40.0, 40.0, 800.0, 1e5])
-with warnings.catch_warnings():
-    warnings.simplefilter("error", RuntimeWarning)
-    try:
-        got = sigmoid(z)
-    except RuntimeWarning as w:
-        raise AssertionError(f"sigmoid overflowed for large |z| ({w})") from None
-G.assert_close(got, G.linear.sigmoid(z), rtol=1e-9, atol=1e-300, name="sigmoid for very large |z|")
-G.assert_close(sigmoid(np.arange(-3, 4)), G.linear.sigmoid(np.arange(-3, 4)), rtol=1e-9, name="sigmoid of an integer array")
+try:
+    got = record("sigmoid for very large |z|", lambda: warnings_as_errors(sigmoid, z))
+except RuntimeWarning as w:
+    raise AssertionError(f"sigmoid overflowed for large |z| ({w})") from None
+assert_close(got, sclecture.linear.sigmoid(z), rtol=1e-9, atol=1e-300, name="sigmoid for very large |z|")
+assert_close(record("sigmoid of an integer array", lambda: sigmoid(np.arange(-3, 4))),
+             sclecture.linear.sigmoid(np.arange(-3, 4)), rtol=1e-9, name="sigmoid of an integer array")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -190,32 +189,37 @@ def log_likelihood(X, y, beta, beta0):
 import numpy as np
 
 import sclecture.grading
+import sclecture.linear
 from sclecture.grading import assert_close
 
+record = sclecture.grading.recorder("linear-loglik-test")
 X = np.zeros((4, 2))
 y = np.array([0, 1, 1, 0])
-assert_close(log_likelihood(X, y, np.array([1.0, -1.0]), 0.0), 4 * np.log(0.5),
+assert_close(record("log L when every p_i = 1/2", lambda: log_likelihood(X, y, np.array([1.0, -1.0]), 0.0)), 4 * np.log(0.5),
              name="log L when every p_i = 1/2 (X = 0, beta_0 = 0)")
 X = np.array([[1.0, 2.0]])
+got_1 = record("log L of one cell with y = 1", lambda: log_likelihood(X, np.array([1]), np.array([0.5, -0.25]), 0.3))
+got_0 = record("log L of one cell with y = 0", lambda: log_likelihood(X, np.array([0]), np.array([0.5, -0.25]), 0.3))
 p = 1 / (1 + np.exp(-(1.0 * 0.5 + 2.0 * -0.25 + 0.3)))
-assert_close(log_likelihood(X, np.array([1]), np.array([0.5, -0.25]), 0.3), np.log(p), name="log L of one cell with y = 1")
-assert_close(log_likelihood(X, np.array([0]), np.array([0.5, -0.25]), 0.3), np.log(1 - p), name="log L of one cell with y = 0")
-assert_close(log_likelihood(np.array([[800.0]]), np.array([0]), np.array([1.0]), 0.0), -800.0,
-             name="log L of a confident mistake (eta = 800, y = 0): must be -800, not -inf or nan")
+assert_close(got_1, np.log(p), name="log L of one cell with y = 1")
+assert_close(got_0, np.log(1 - p), name="log L of one cell with y = 0")
+assert_close(record("log L of a confident mistake", lambda: log_likelihood(np.array([[800.0]]), np.array([0]), np.array([1.0]), 0.0)),
+             -800.0, name="log L of a confident mistake (eta = 800, y = 0): must be -800, not -inf or nan")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("linear")
 rng = np.random.default_rng(12)
 X = rng.normal(size=(50, 4))
 y = rng.integers(0, 2, size=50)
 beta, beta0 = rng.normal(size=4), float(rng.normal())
-G.assert_close(log_likelihood(X, y, beta, beta0), float(G.linear.log_likelihood(X, y, beta, beta0)),
-               rtol=1e-8, name="log_likelihood on random data")
+assert_close(record("log_likelihood on random data", lambda: log_likelihood(X, y, beta, beta0)),
+             float(sclecture.linear.log_likelihood(X, y, beta, beta0)), rtol=1e-8, name="log_likelihood on random data")
 X = 100 * rng.normal(size=(30, 3))
 y = rng.integers(0, 2, size=30)
-G.assert_close(log_likelihood(X, y, beta[:3], beta0), float(G.linear.log_likelihood(X, y, beta[:3], beta0)),
-               rtol=1e-8, name="log_likelihood with very large |x^T beta + beta_0|")
-G.assert_close(log_likelihood(X[:, :1], y, np.array([0.0]), -2.0), float(G.linear.log_likelihood(X[:, :1], y, np.array([0.0]), -2.0)),
-               rtol=1e-8, name="log_likelihood with beta = 0 (only the intercept)")
+assert_close(record("log_likelihood with very large |eta|", lambda: log_likelihood(X, y, beta[:3], beta0)),
+             float(sclecture.linear.log_likelihood(X, y, beta[:3], beta0)), rtol=1e-8,
+             name="log_likelihood with very large |x^T beta + beta_0|")
+assert_close(record("log_likelihood with beta = 0", lambda: log_likelihood(X[:, :1], y, np.array([0.0]), -2.0)),
+             float(sclecture.linear.log_likelihood(X[:, :1], y, np.array([0.0]), -2.0)), rtol=1e-8,
+             name="log_likelihood with beta = 0 (only the intercept)")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -249,12 +253,13 @@ def log_likelihood_gradient(X, y, beta, beta0):
 import numpy as np
 
 import sclecture.grading
+import sclecture.linear
 from sclecture.grading import assert_close, assert_shape
-from sclecture.linear import log_likelihood as reference_log_likelihood
 
+record = sclecture.grading.recorder("linear-gradient-test")
 X = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
 y = np.array([1, 0, 1])
-out = log_likelihood_gradient(X, y, np.zeros(2), 0.0)
+out = record("log_likelihood_gradient at beta = 0", lambda: log_likelihood_gradient(X, y, np.zeros(2), 0.0))
 assert isinstance(out, tuple) and len(out) == 2, "return a pair (grad_beta, grad_beta0)"
 grad_beta, grad_beta0 = out
 assert_shape(grad_beta, (2,), name="grad_beta")
@@ -265,21 +270,21 @@ assert_close(grad_beta0, 0.5, name="grad_beta0 at beta = 0")
 rng = np.random.default_rng(0)
 X, y = rng.normal(size=(20, 3)), rng.integers(0, 2, size=20)
 beta, beta0, h = rng.normal(size=3), 0.4, 1e-6
-g_beta, g_beta0 = log_likelihood_gradient(X, y, beta, beta0)
-fd = [(reference_log_likelihood(X, y, beta + h * e, beta0) - reference_log_likelihood(X, y, beta - h * e, beta0)) / (2 * h) for e in np.eye(3)]
+g_beta, g_beta0 = record("log_likelihood_gradient on random data", lambda: log_likelihood_gradient(X, y, beta, beta0))
+log_l = sclecture.linear.log_likelihood
+fd = [(log_l(X, y, beta + h * e, beta0) - log_l(X, y, beta - h * e, beta0)) / (2 * h) for e in np.eye(3)]
 assert_close(g_beta, fd, rtol=1e-5, atol=1e-6, name="grad_beta against finite differences")
-fd0 = (reference_log_likelihood(X, y, beta, beta0 + h) - reference_log_likelihood(X, y, beta, beta0 - h)) / (2 * h)
+fd0 = (log_l(X, y, beta, beta0 + h) - log_l(X, y, beta, beta0 - h)) / (2 * h)
 assert_close(g_beta0, fd0, rtol=1e-5, atol=1e-6, name="grad_beta0 against finite differences")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("linear")
 rng = np.random.default_rng(13)
 for n, k in [(40, 5), (1, 3), (25, 1)]:
     X, y = rng.normal(size=(n, k)), rng.integers(0, 2, size=n)
     beta, beta0 = 2 * rng.normal(size=k), float(rng.normal())
-    got = log_likelihood_gradient(X, y, beta, beta0)
-    want = G.linear.log_likelihood_gradient(X, y, beta, beta0)
-    G.assert_close(got[0], want[0], rtol=1e-8, atol=1e-10, name=f"grad_beta on random data (n={n}, k={k})")
-    G.assert_close(got[1], float(want[1]), rtol=1e-8, atol=1e-10, name=f"grad_beta0 on random data (n={n}, k={k})")
+    got = record(f"log_likelihood_gradient (n={n}, k={k})", lambda: log_likelihood_gradient(X, y, beta, beta0))
+    want = sclecture.linear.log_likelihood_gradient(X, y, beta, beta0)
+    assert_close(got[0], want[0], rtol=1e-8, atol=1e-10, name=f"grad_beta on random data (n={n}, k={k})")
+    assert_close(got[1], float(want[1]), rtol=1e-8, atol=1e-10, name=f"grad_beta0 on random data (n={n}, k={k})")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -329,32 +334,33 @@ def gradient_ascent(X, y, lr, n_iter):
 import numpy as np
 
 import sclecture.grading
+import sclecture.linear
 from sclecture.grading import assert_close, assert_shape
 
+record = sclecture.grading.recorder("linear-ascent-test")
 X = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [-1.0, 0.0]])
 y = np.array([1, 0, 1, 0])
-beta, beta0, history = gradient_ascent(X, y, lr=0.8, n_iter=1)
+beta, beta0, history = record("gradient_ascent, one step", lambda: gradient_ascent(X, y, lr=0.8, n_iter=1))
 # one step from zero: the residuals are y - 1/2, so beta = (0.8 / 4) X^T (y - 1/2)
 assert_shape(beta, (2,), name="beta")
 assert_close(beta, 0.2 * X.T @ (y - 0.5), name="beta after one step from beta = 0")
 assert_close(beta0, 0.2 * np.sum(y - 0.5), atol=1e-12, name="beta0 after one step from beta_0 = 0")
 assert isinstance(history, list) and len(history) == 1, f"history should be a list with one log L per update; got {history!r}"
-beta, beta0, history = gradient_ascent(X, y, lr=0.5, n_iter=50)
+beta, beta0, history = record("gradient_ascent, 50 steps", lambda: gradient_ascent(X, y, lr=0.5, n_iter=50))
 assert len(history) == 50, f"history should hold 50 values after 50 updates, got {len(history)}"
 assert all(b >= a - 1e-12 for a, b in zip(history, history[1:])), "log L should never decrease at this small step size"
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("linear")
 rng = np.random.default_rng(14)
 X = rng.normal(size=(60, 3))
 y = (rng.random(60) < 1 / (1 + np.exp(-(X @ np.array([1.0, -2.0, 0.5]) + 0.3)))).astype(int)
 for lr, n_iter in [(0.5, 40), (2.0, 5)]:
-    beta, beta0, history = gradient_ascent(X, y, lr, n_iter)
-    rb, rb0, rh = G.linear.gradient_ascent(X, y, lr, n_iter)
-    G.assert_close(beta, rb, rtol=1e-7, atol=1e-10, name=f"beta after {n_iter} steps with lr={lr}")
-    G.assert_close(beta0, float(rb0), rtol=1e-7, atol=1e-10, name=f"beta0 after {n_iter} steps with lr={lr}")
-    G.assert_close(list(history), rh, rtol=1e-7, name=f"history of log L ({n_iter} steps, lr={lr})")
-beta, beta0, history = gradient_ascent(X, y, 0.5, 0)
-G.assert_close(beta, np.zeros(3), name="beta with n_iter=0 (the starting point)")
+    beta, beta0, history = record(f"gradient_ascent (lr={lr}, n_iter={n_iter})", lambda: gradient_ascent(X, y, lr, n_iter))
+    rb, rb0, rh = sclecture.linear.gradient_ascent(X, y, lr, n_iter)
+    assert_close(beta, rb, rtol=1e-7, atol=1e-10, name=f"beta after {n_iter} steps with lr={lr}")
+    assert_close(beta0, float(rb0), rtol=1e-7, atol=1e-10, name=f"beta0 after {n_iter} steps with lr={lr}")
+    assert_close(list(history), rh, rtol=1e-7, name=f"history of log L ({n_iter} steps, lr={lr})")
+beta, beta0, history = record("gradient_ascent with n_iter=0", lambda: gradient_ascent(X, y, 0.5, 0))
+assert_close(beta, np.zeros(3), name="beta with n_iter=0 (the starting point)")
 assert len(history) == 0, "history should be empty when n_iter=0"
 ### END HIDDEN TESTS
 
@@ -459,34 +465,35 @@ def perceptron_update(x, y, beta, beta0):
 import numpy as np
 
 import sclecture.grading
+import sclecture.linear
 from sclecture.grading import assert_close
 
+record = sclecture.grading.recorder("linear-perceptron-test")
 beta, beta0 = np.array([1.0, -1.0]), 0.0
-b, b0 = perceptron_update(np.array([0.0, 1.0]), 1, beta.copy(), beta0)
+b, b0 = record("a missed positive", lambda: perceptron_update(np.array([0.0, 1.0]), 1, beta.copy(), beta0))
 assert_close(b, [1.0, 0.0], name="beta after a missed positive (y=1, predicted 0): beta + x")
 assert_close(b0, 1.0, name="beta0 after a missed positive: beta_0 + 1")
-b, b0 = perceptron_update(np.array([2.0, 1.0]), 0, beta.copy(), beta0)
+b, b0 = record("a false alarm", lambda: perceptron_update(np.array([2.0, 1.0]), 0, beta.copy(), beta0))
 assert_close(b, [-1.0, -2.0], name="beta after a false alarm (y=0, predicted 1): beta - x")
 assert_close(b0, -1.0, name="beta0 after a false alarm: beta_0 - 1")
-b, b0 = perceptron_update(np.array([2.0, 1.0]), 1, beta.copy(), beta0)
+b, b0 = record("a correct prediction", lambda: perceptron_update(np.array([2.0, 1.0]), 1, beta.copy(), beta0))
 assert_close(b, [1.0, -1.0], name="beta after a correct prediction (unchanged)")
 assert_close(b0, 0.0, name="beta0 after a correct prediction (unchanged)")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("linear")
 rng = np.random.default_rng(15)
 for trial in range(20):
     k = int(rng.integers(1, 6))
     x, beta, beta0, y = rng.normal(size=k), rng.normal(size=k), float(rng.normal()), int(rng.integers(0, 2))
-    want = G.linear.perceptron_update(x.copy(), y, beta.copy(), beta0)
-    got = perceptron_update(x.copy(), y, beta.copy(), beta0)
-    G.assert_close(got[0], want[0], rtol=1e-12, name=f"beta after an update (random case {trial})")
-    G.assert_close(got[1], want[1], rtol=1e-12, name=f"beta0 after an update (random case {trial})")
+    got = record(f"perceptron_update, random case {trial}", lambda: perceptron_update(x.copy(), y, beta.copy(), beta0))
+    want = sclecture.linear.perceptron_update(x.copy(), y, beta.copy(), beta0)
+    assert_close(got[0], want[0], rtol=1e-12, name=f"beta after an update (random case {trial})")
+    assert_close(got[1], want[1], rtol=1e-12, name=f"beta0 after an update (random case {trial})")
 # on the boundary, beta^T x + beta_0 = 0 predicts 1 (the lecture's sign(0) = 1)
-got = perceptron_update(np.array([1.0, 1.0]), 0, np.array([1.0, -1.0]), 0.0)
-G.assert_close(got[0], [0.0, -2.0], name="beta for a cell exactly on the boundary with y = 0 (sign(0) = 1)")
-G.assert_close(got[1], -1.0, name="beta0 for a cell exactly on the boundary with y = 0")
-got = perceptron_update(np.array([1.0, 1.0]), 1, np.array([1.0, -1.0]), 0.0)
-G.assert_close(got[0], [1.0, -1.0], name="beta for a cell exactly on the boundary with y = 1 (no change)")
+got = record("on the boundary with y = 0", lambda: perceptron_update(np.array([1.0, 1.0]), 0, np.array([1.0, -1.0]), 0.0))
+assert_close(got[0], [0.0, -2.0], name="beta for a cell exactly on the boundary with y = 0 (sign(0) = 1)")
+assert_close(got[1], -1.0, name="beta0 for a cell exactly on the boundary with y = 0")
+got = record("on the boundary with y = 1", lambda: perceptron_update(np.array([1.0, 1.0]), 1, np.array([1.0, -1.0]), 0.0))
+assert_close(got[0], [1.0, -1.0], name="beta for a cell exactly on the boundary with y = 1 (no change)")
 ### END HIDDEN TESTS
 
 # %% [markdown]

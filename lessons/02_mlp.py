@@ -23,7 +23,8 @@
 #    logistic regression.
 #
 # You will solve six short exercises (each followed by a test cell) and one written answer. The
-# reference versions live in `sclecture.mlp`.
+# reference versions live in `sclecture.mlp`. The references in `sclecture` may be read but not
+# called in an exercise: grading gives no points for a call.
 
 # %% [colab-setup]
 
@@ -81,28 +82,34 @@ def dense_layer(X, W, b, phi=lambda a: a):
 import numpy as np
 
 import sclecture.grading
-from sclecture.grading import assert_close, assert_shape
+import sclecture.mlp
+from sclecture.grading import assert_close, assert_equal, assert_shape
 
+record = sclecture.grading.recorder("mlp-dense-test")
 X = np.array([[1.0, 2.0]])
 W = np.array([[1.0, 0.0, -1.0],
               [0.0, 1.0, 1.0]])
 b = np.array([0.0, 0.0, -5.0])
-assert_close(dense_layer(X, W, b), [[1.0, 2.0, -4.0]], name="dense_layer with the identity activation")
-assert_close(dense_layer(X, W, b, lambda a: np.maximum(a, 0)), [[1.0, 2.0, 0.0]],
+assert_close(record("dense_layer, identity", lambda: dense_layer(X, W, b)), [[1.0, 2.0, -4.0]],
+             name="dense_layer with the identity activation")
+assert_close(record("dense_layer, max(0, a)", lambda: dense_layer(X, W, b, lambda a: np.maximum(a, 0))), [[1.0, 2.0, 0.0]],
              name="dense_layer with phi(a) = max(0, a)")
-assert_shape(dense_layer(np.ones((5, 2)), W, b, np.tanh), (5, 3), name="dense_layer of 5 cells, 2 -> 3 nodes")
+assert_shape(record("dense_layer of 5 cells", lambda: dense_layer(np.ones((5, 2)), W, b, np.tanh)), (5, 3),
+             name="dense_layer of 5 cells, 2 -> 3 nodes")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("mlp")
 rng = np.random.default_rng(21)
 for n, d, m in [(7, 4, 3), (1, 5, 2), (6, 3, 1)]:
     X, W, b = rng.normal(size=(n, d)), rng.normal(size=(d, m)), rng.normal(size=m)
     X0, W0, b0 = X.copy(), W.copy(), b.copy()
-    G.assert_close(dense_layer(X, W, b, np.tanh), G.mlp.dense_layer(X, W, b, np.tanh), rtol=1e-10,
-                   name=f"dense_layer on random X ({n} x {d}), W ({d} x {m}) with tanh")
-    G.assert_close(dense_layer(X, W, b), G.mlp.dense_layer(X, W, b), rtol=1e-10,
-                   name=f"dense_layer with the default (identity) activation, {n} x {d} -> {m}")
-    G.assert_equal([bool(np.array_equal(X, X0)), bool(np.array_equal(W, W0)), bool(np.array_equal(b, b0))],
-                   [True, True, True], name="inputs unchanged after dense_layer (X, W, b)")
+    assert_close(record(f"dense_layer with tanh, {n} x {d} -> {m}", lambda: dense_layer(X, W, b, np.tanh)),
+                 sclecture.mlp.dense_layer(X0, W0, b0, np.tanh), rtol=1e-10,
+                 name=f"dense_layer on random X ({n} x {d}), W ({d} x {m}) with tanh")
+    assert_close(record(f"dense_layer, identity, {n} x {d} -> {m}", lambda: dense_layer(X, W, b)),
+                 sclecture.mlp.dense_layer(X0, W0, b0), rtol=1e-10,
+                 name=f"dense_layer with the default (identity) activation, {n} x {d} -> {m}")
+    after = record(f"X, W, b after dense_layer, {n} x {d} -> {m}", lambda: (X, W, b))
+    assert_equal([bool(np.array_equal(a, a0)) for a, a0 in zip(after, (X0, W0, b0))],
+                 [True, True, True], name="inputs unchanged after dense_layer (X, W, b)")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -166,27 +173,36 @@ def relu_derivative(a):
 import numpy as np
 
 import sclecture.grading
-from sclecture.grading import assert_close, assert_shape
+import sclecture.mlp
+from sclecture.grading import assert_close, assert_equal, assert_shape
 
+record = sclecture.grading.recorder("mlp-relu-test")
 a = np.array([-2.0, -0.5, 0.0, 0.5, 3.0])
-assert_close(relu(a), [0.0, 0.0, 0.0, 0.5, 3.0], name="relu([-2, -0.5, 0, 0.5, 3])")
-assert_close(relu_derivative(a), [0.0, 0.0, 0.0, 1.0, 1.0], name="relu_derivative([-2, -0.5, 0, 0.5, 3])")
-assert_shape(relu(np.zeros((3, 4))), (3, 4), name="relu of a 3 x 4 array")
-assert_shape(relu_derivative(np.zeros((3, 4))), (3, 4), name="relu_derivative of a 3 x 4 array")
+assert_close(record("relu(a)", lambda: relu(a)), [0.0, 0.0, 0.0, 0.5, 3.0], name="relu([-2, -0.5, 0, 0.5, 3])")
+assert_close(record("relu_derivative(a)", lambda: relu_derivative(a)), [0.0, 0.0, 0.0, 1.0, 1.0],
+             name="relu_derivative([-2, -0.5, 0, 0.5, 3])")
+assert_shape(record("relu of a 3 x 4 array", lambda: relu(np.zeros((3, 4)))), (3, 4), name="relu of a 3 x 4 array")
+assert_shape(record("relu_derivative of a 3 x 4 array", lambda: relu_derivative(np.zeros((3, 4)))), (3, 4),
+             name="relu_derivative of a 3 x 4 array")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("mlp")
 rng = np.random.default_rng(22)
 A = 3 * rng.normal(size=(6, 5))
 A0 = A.copy()
-G.assert_close(relu(A), G.mlp.relu(A), rtol=1e-12, name="relu on a random 6 x 5 array")
-G.assert_close(relu_derivative(A), G.mlp.relu_derivative(A), rtol=1e-12, name="relu_derivative on a random 6 x 5 array")
-G.assert_equal(bool(np.array_equal(A, A0)), True, name="input unchanged after relu / relu_derivative")
-G.assert_close(relu_derivative(np.zeros(3)), [0.0, 0.0, 0.0], name="relu_derivative at a = 0 (take 0)")
+assert_close(record("relu on a random 6 x 5 array", lambda: relu(A)), sclecture.mlp.relu(A0), rtol=1e-12,
+             name="relu on a random 6 x 5 array")
+assert_close(record("relu_derivative on a random 6 x 5 array", lambda: relu_derivative(A)),
+             sclecture.mlp.relu_derivative(A0), rtol=1e-12, name="relu_derivative on a random 6 x 5 array")
+assert_equal(bool(np.array_equal(record("A after relu and relu_derivative", lambda: A), A0)), True,
+             name="input unchanged after relu / relu_derivative")
+assert_close(record("relu_derivative at 0", lambda: relu_derivative(np.zeros(3))), [0.0, 0.0, 0.0],
+             name="relu_derivative at a = 0 (take 0)")
 eps = 1e-6
-away = A[np.abs(A) > 1e-3]
-G.assert_close(relu_derivative(away), (G.mlp.relu(away + eps) - G.mlp.relu(away - eps)) / (2 * eps), rtol=1e-5,
-               atol=1e-6, name="relu_derivative against finite differences of relu")
-G.assert_close(relu(np.array([-1e300, 1e300])), [0.0, 1e300], name="relu([-1e300, 1e300])")
+away = A0[np.abs(A0) > 1e-3]
+assert_close(record("relu_derivative away from 0", lambda: relu_derivative(away)),
+             (sclecture.mlp.relu(away + eps) - sclecture.mlp.relu(away - eps)) / (2 * eps), rtol=1e-5,
+             atol=1e-6, name="relu_derivative against finite differences of relu")
+assert_close(record("relu([-1e300, 1e300])", lambda: relu(np.array([-1e300, 1e300]))), [0.0, 1e300],
+             name="relu([-1e300, 1e300])")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -334,36 +350,39 @@ def softmax(H):
     ### END SOLUTION
 
 # %% [test] id=mlp-softmax-test points=2
-import warnings
-
 import numpy as np
 
 import sclecture.grading
-from sclecture.grading import assert_close, assert_probabilities, assert_shape
+import sclecture.mlp
+from sclecture.grading import assert_close, assert_probabilities, assert_shape, warnings_as_errors
 
-assert_close(softmax(np.array([[0.0, np.log(3.0)]])), [[0.25, 0.75]], name="softmax([[0, log 3]])")
-assert_close(softmax(np.zeros((2, 4))), np.full((2, 4), 0.25), name="softmax of zeros (4 classes)")
-P = softmax(np.random.default_rng(0).normal(size=(5, 3)))
+record = sclecture.grading.recorder("mlp-softmax-test")
+assert_close(record("softmax([[0, log 3]])", lambda: softmax(np.array([[0.0, np.log(3.0)]]))), [[0.25, 0.75]],
+             name="softmax([[0, log 3]])")
+assert_close(record("softmax of zeros", lambda: softmax(np.zeros((2, 4)))), np.full((2, 4), 0.25),
+             name="softmax of zeros (4 classes)")
+P = record("softmax of a 5 x 3 matrix", lambda: softmax(np.random.default_rng(0).normal(size=(5, 3))))
 assert_shape(P, (5, 3), name="softmax of a 5 x 3 matrix")
 assert_probabilities(P, name="softmax of a 5 x 3 matrix")
-with warnings.catch_warnings():
-    warnings.simplefilter("error", RuntimeWarning)
-    try:
-        big = softmax(np.array([[1000.0, 1000.0], [-1000.0, 0.0]]))
-    except RuntimeWarning as w:
-        raise AssertionError(f"softmax overflowed for logits of 1000 ({w}): subtract each row's maximum first") from None
+try:
+    big = record("softmax of logits of 1000", lambda: warnings_as_errors(softmax, np.array([[1000.0, 1000.0], [-1000.0, 0.0]])))
+except RuntimeWarning as w:
+    raise AssertionError(f"softmax overflowed for logits of 1000 ({w}): subtract each row's maximum first") from None
 assert_close(big, [[0.5, 0.5], [0.0, 1.0]], name="softmax([[1000, 1000], [-1000, 0]])")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("mlp")
 rng = np.random.default_rng(23)
 H = 4 * rng.normal(size=(9, 6))
-G.assert_close(softmax(H), G.mlp.softmax(H, axis=1), rtol=1e-9, atol=1e-14, name="softmax on random 9 x 6 logits")
-G.assert_close(softmax(H + 500.0), G.mlp.softmax(H, axis=1), rtol=1e-9, atol=1e-14,
-               name="softmax of logits shifted by 500 (must equal the unshifted result)")
+assert_close(record("softmax on random 9 x 6 logits", lambda: softmax(H)), sclecture.mlp.softmax(H, axis=1),
+             rtol=1e-9, atol=1e-14, name="softmax on random 9 x 6 logits")
+assert_close(record("softmax of logits shifted by 500", lambda: softmax(H + 500.0)), sclecture.mlp.softmax(H, axis=1),
+             rtol=1e-9, atol=1e-14, name="softmax of logits shifted by 500 (must equal the unshifted result)")
 H = np.array([[-1e4, 0.0, 1e4], [3.0, 3.0, 3.0], [710.0, 0.0, -710.0]])
-G.assert_close(softmax(H), G.mlp.softmax(H, axis=1), rtol=1e-9, atol=1e-300, name="softmax of extreme logits")
-G.assert_close(softmax(np.array([[2.5], [-7.0]])), [[1.0], [1.0]], name="softmax with a single class (k = 1)")
-G.assert_probabilities(softmax(50 * rng.normal(size=(20, 4))), name="softmax of large random logits")
+assert_close(record("softmax of extreme logits", lambda: softmax(H)), sclecture.mlp.softmax(H, axis=1),
+             rtol=1e-9, atol=1e-300, name="softmax of extreme logits")
+assert_close(record("softmax with a single class", lambda: softmax(np.array([[2.5], [-7.0]]))), [[1.0], [1.0]],
+             name="softmax with a single class (k = 1)")
+H = 50 * rng.normal(size=(20, 4))
+assert_probabilities(record("softmax of large random logits", lambda: softmax(H)), name="softmax of large random logits")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -393,27 +412,31 @@ def categorical_log_likelihood(H, y):
 import numpy as np
 
 import sclecture.grading
-from sclecture.grading import assert_close
+import sclecture.mlp
+from sclecture.grading import assert_close, assert_equal
 
-assert_close(categorical_log_likelihood(np.zeros((3, 4)), np.array([0, 3, 1])), -3 * np.log(4),
-             name="log L with equal logits (every class has probability 1/4), 3 cells")
-assert_close(categorical_log_likelihood(np.array([[0.0, np.log(3.0)]]), np.array([1])), np.log(0.75),
-             name="log L of one cell with logits (0, log 3) and y = 1")
-value = categorical_log_likelihood(np.array([[1000.0, -1000.0]]), np.array([1]))
+record = sclecture.grading.recorder("mlp-categorical-test")
+assert_close(record("log L with equal logits", lambda: categorical_log_likelihood(np.zeros((3, 4)), np.array([0, 3, 1]))),
+             -3 * np.log(4), name="log L with equal logits (every class has probability 1/4), 3 cells")
+assert_close(record("log L of one cell", lambda: categorical_log_likelihood(np.array([[0.0, np.log(3.0)]]), np.array([1]))),
+             np.log(0.75), name="log L of one cell with logits (0, log 3) and y = 1")
+value = record("log L for logits (1000, -1000)", lambda: categorical_log_likelihood(np.array([[1000.0, -1000.0]]), np.array([1])))
 assert_close(value, -2000.0, rtol=1e-9, name="log L for logits (1000, -1000) and y = 1 (use the log-sum-exp trick)")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("mlp")
 rng = np.random.default_rng(24)
 for n, k in [(12, 5), (1, 3), (30, 2)]:
     H = 3 * rng.normal(size=(n, k))
     y = rng.integers(0, k, size=n)
-    G.assert_close(categorical_log_likelihood(H, y), G.mlp.categorical_log_likelihood(H, y), rtol=1e-9,
-                   name=f"categorical_log_likelihood on random logits ({n} cells, {k} classes)")
+    assert_close(record(f"categorical_log_likelihood ({n} cells, {k} classes)", lambda: categorical_log_likelihood(H, y)),
+                 sclecture.mlp.categorical_log_likelihood(H, y), rtol=1e-9,
+                 name=f"categorical_log_likelihood on random logits ({n} cells, {k} classes)")
 H = np.array([[800.0, 0.0, -800.0], [0.0, 0.0, 1e4]])
-G.assert_close(categorical_log_likelihood(H, np.array([2, 0])), G.mlp.categorical_log_likelihood(H, [2, 0]),
-               rtol=1e-9, name="categorical_log_likelihood with extreme logits")
-G.assert_equal(isinstance(categorical_log_likelihood(H, np.array([0, 2])), (float, np.floating)), True,
-               name="categorical_log_likelihood returns one number (a float)")
+assert_close(record("categorical_log_likelihood with extreme logits", lambda: categorical_log_likelihood(H, np.array([2, 0]))),
+             sclecture.mlp.categorical_log_likelihood(H, [2, 0]), rtol=1e-9,
+             name="categorical_log_likelihood with extreme logits")
+value = record("categorical_log_likelihood, its type", lambda: categorical_log_likelihood(H, np.array([0, 2])))
+assert_equal(isinstance(value, (float, np.floating)), True,
+             name="categorical_log_likelihood returns one number (a float)")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -484,14 +507,17 @@ def two_layer_backward(X, y, W1, b1, W2, b2):
 import numpy as np
 
 import sclecture.grading
+import sclecture.mlp
 from sclecture.grading import assert_close, assert_equal, assert_shape
 
+record = sclecture.grading.recorder("mlp-backward-test")
 # All weights zero: every cell gets probability 1/k for every class, and only b2 has a gradient,
 # the mean over cells of (1/k - one-hot(y_i)) = 1/k - (fraction of cells in each class).
 X = np.array([[1.0, 2.0], [0.5, -1.0], [3.0, 0.0], [-2.0, 1.0]])
 y = np.array([0, 2, 2, 1])
 W1, b1, W2, b2 = np.zeros((2, 5)), np.zeros(5), np.zeros((5, 3)), np.zeros(3)
-grads = two_layer_backward(X, y, W1, b1, W2, b2)
+grads = record("two_layer_backward with all weights 0", lambda: two_layer_backward(X, y, W1, b1, W2, b2))
+assert isinstance(grads, dict), f"return a dict of gradients, got {type(grads).__name__}"
 assert_equal(sorted(grads), ["W1", "W2", "b1", "b2"], name="the keys of the returned dict")
 for key, param in [("W1", W1), ("b1", b1), ("W2", W2), ("b2", b2)]:
     assert_shape(grads[key], param.shape, name=f"the gradient for {key}")
@@ -499,23 +525,23 @@ assert_close(grads["b2"], np.full(3, 1 / 3) - np.array([1, 1, 2]) / 4, name="d l
 assert_close(grads["W2"], np.zeros((5, 3)), name="d loss / d W2 when all weights are 0 (H1 = 0)")
 assert_close(grads["W1"], np.zeros((2, 5)), name="d loss / d W1 when all weights are 0")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("mlp")
 rng = np.random.default_rng(25)
 for n, d, m, k in [(10, 4, 6, 3), (1, 3, 5, 2), (17, 2, 8, 5)]:
     X = rng.normal(size=(n, d))
     y = rng.integers(0, k, size=n)
     W1, b1 = rng.normal(size=(d, m)), rng.normal(size=m)
     W2, b2 = rng.normal(size=(m, k)), rng.normal(size=k)
-    _, ref = G.mlp.MLP.from_weights([W1, W2], [b1, b2], activation="relu", output="softmax").backward(X, y)
-    grads = two_layer_backward(X, y, W1, b1, W2, b2)
+    grads = record(f"two_layer_backward ({n} cells, {d} -> {m} -> {k})", lambda: two_layer_backward(X, y, W1, b1, W2, b2))
+    _, ref = sclecture.mlp.MLP.from_weights([W1, W2], [b1, b2], activation="relu", output="softmax").backward(X, y)
     for key, expected in [("W1", ref["W"][0]), ("b1", ref["b"][0]), ("W2", ref["W"][1]), ("b2", ref["b"][1])]:
-        G.assert_close(grads[key], expected, rtol=1e-7, atol=1e-10,
-                       name=f"d loss / d {key} for a random network ({n} cells, {d} -> {m} -> {k})")
+        assert_close(grads[key], expected, rtol=1e-7, atol=1e-10,
+                     name=f"d loss / d {key} for a random network ({n} cells, {d} -> {m} -> {k})")
 # large logits must not give NaN
 W2 = 200 * rng.normal(size=(m, k))
-_, ref = G.mlp.MLP.from_weights([W1, W2], [b1, b2], activation="relu", output="softmax").backward(X, y)
-G.assert_close(two_layer_backward(X, y, W1, b1, W2, b2)["W2"], ref["W"][1], rtol=1e-7, atol=1e-10,
-               name="d loss / d W2 with very large logits (a stable softmax is needed)")
+grads = record("two_layer_backward with very large logits", lambda: two_layer_backward(X, y, W1, b1, W2, b2))
+_, ref = sclecture.mlp.MLP.from_weights([W1, W2], [b1, b2], activation="relu", output="softmax").backward(X, y)
+assert_close(grads["W2"], ref["W"][1], rtol=1e-7, atol=1e-10,
+             name="d loss / d W2 with very large logits (a stable softmax is needed)")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -558,29 +584,36 @@ def numerical_gradient(f, theta, eps=1e-6):
 import numpy as np
 
 import sclecture.grading
+import sclecture.mlp
 from sclecture.grading import assert_close, assert_shape
 
+record = sclecture.grading.recorder("mlp-gradcheck-test")
 theta = np.array([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]])
 before = theta.copy()
-grad = numerical_gradient(lambda: np.sum(theta**2), theta)
+grad = record("numerical gradient of sum(theta^2)", lambda: numerical_gradient(lambda: np.sum(theta**2), theta))
 assert_shape(grad, (2, 3), name="numerical_gradient of a 2 x 3 parameter")
 assert_close(grad, 2 * before, rtol=1e-6, atol=1e-6, name="numerical gradient of sum(theta^2), which is 2 theta")
-assert_close(theta, before, rtol=1e-12, atol=1e-14, name="theta after numerical_gradient (every entry must be put back)")
+assert_close(record("theta after numerical_gradient", lambda: theta), before, rtol=1e-12, atol=1e-14,
+             name="theta after numerical_gradient (every entry must be put back)")
 ### BEGIN HIDDEN TESTS
-G = sclecture.grading.trusted("mlp")
 rng = np.random.default_rng(26)
 theta = rng.normal(size=(3, 4))
 before = theta.copy()
-G.assert_close(numerical_gradient(lambda: np.sum(np.sin(theta)), theta), np.cos(before), rtol=1e-6, atol=1e-8,
-               name="numerical gradient of sum(sin(theta)), which is cos(theta)")
-G.assert_close(theta, before, rtol=1e-12, atol=1e-14, name="theta after numerical_gradient (every entry must be put back)")
+assert_close(record("numerical gradient of sum(sin(theta))", lambda: numerical_gradient(lambda: np.sum(np.sin(theta)), theta)),
+             np.cos(before), rtol=1e-6, atol=1e-8, name="numerical gradient of sum(sin(theta)), which is cos(theta)")
+assert_close(record("theta after numerical_gradient, random", lambda: theta), before, rtol=1e-12, atol=1e-14,
+             name="theta after numerical_gradient (every entry must be put back)")
 # a central difference is exact up to eps^2: sum(theta^3) has gradient 3 theta^2 + eps^2
 v = rng.normal(size=5)
-G.assert_close(numerical_gradient(lambda: np.sum(v**3), v, eps=1e-3), G.mlp.numerical_gradient(lambda: np.sum(v**3), v, eps=1e-3),
-               rtol=1e-6, atol=1e-9, name="numerical_gradient with eps=1e-3 (use the central difference)")
+v0 = v.copy()
+assert_close(record("numerical_gradient with eps=1e-3", lambda: numerical_gradient(lambda: np.sum(v**3), v, eps=1e-3)),
+             sclecture.mlp.numerical_gradient(lambda: np.sum(v0**3), v0, eps=1e-3),
+             rtol=1e-6, atol=1e-9, name="numerical_gradient with eps=1e-3 (use the central difference)")
 W = rng.normal(size=(2, 3, 2))
-G.assert_close(numerical_gradient(lambda: np.sum(np.exp(W) * np.arange(12).reshape(2, 3, 2)), W),
-               np.exp(W) * np.arange(12).reshape(2, 3, 2), rtol=1e-5, atol=1e-7, name="numerical_gradient of a 3-d array")
+W0 = W.copy()
+assert_close(record("numerical_gradient of a 3-d array",
+                    lambda: numerical_gradient(lambda: np.sum(np.exp(W) * np.arange(12).reshape(2, 3, 2)), W)),
+             np.exp(W0) * np.arange(12).reshape(2, 3, 2), rtol=1e-5, atol=1e-7, name="numerical_gradient of a 3-d array")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -713,6 +746,7 @@ max_diff = max(max(np.abs(lin.weight.grad.numpy().T - gW).max(), np.abs(lin.bias
 
 # %%
 # NBVAL_CHECK_OUTPUT
+# NBVAL_TOLERANCE rel=0.06
 print(f"loss: NumPy {loss_np:.6f}, PyTorch {loss_t.item():.6f}")
 print(f"largest difference between the hand-written and the autograd gradients below 1e-12: {max_diff < 1e-12}")
 
@@ -817,11 +851,17 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
+# NBVAL_TOLERANCE abs=0.01
 acc_linear = np.mean(pred_linear == y_cells[test])
 acc_mlp = np.mean(pred_mlp == y_cells[test])
 print(f"held-out accuracy, one-vs-rest logistic regression: {acc_linear:.3f}")
 print(f"held-out accuracy, MLP 500-128-9:                    {acc_mlp:.3f}")
-print(f"MLP minus linear: {acc_mlp - acc_linear:+.3f} ({int(round((acc_mlp - acc_linear) * len(test))):+d} of {len(test)} held-out cells)")
+print(f"MLP minus linear: {acc_mlp - acc_linear:+.3f}")
+sclecture.training.expect_result(abs(acc_mlp - acc_linear) < 0.03, "the MLP and the linear model are about equally accurate")
+
+# %%
+# (not compared by the notebook checks: a cell or two of a rare type moves with the seed)
+print(f"MLP minus linear: {int(round((acc_mlp - acc_linear) * len(test))):+d} of {len(test)} held-out cells")
 print("per cell type (fraction of held-out cells recognised): linear / MLP")
 for c, name in enumerate(cell_types):
     m = y_cells[test] == c

@@ -24,7 +24,8 @@
 #
 # You will write five short functions (each followed by a test cell) and one written answer. The
 # reference versions live in `sclecture.factor`, together with the estimators `PPCA` and
-# `FactorAnalysis` that the later parts use.
+# `FactorAnalysis` that the later parts use. The references in `sclecture` may be read but not
+# called in an exercise: grading gives no points for a call.
 
 # %% [colab-setup]
 
@@ -88,41 +89,43 @@ def sample_fa(W, mu, psi, n_samples, rng):
 
 # %% [test] id=fa-sample-test points=2
 import numpy as np
+
+import sclecture.factor
+import sclecture.grading
 from sclecture.grading import assert_close, assert_shape
 
+record = sclecture.grading.recorder("fa-sample-test")
 W_t = np.array([[1.0], [2.0], [0.0]])
-X_t, Z_t = sample_fa(W_t, np.array([1.0, -1.0, 3.0]), np.zeros(3), 5, np.random.default_rng(0))
+X_t, Z_t = record("sample_fa with psi = 0", lambda: sample_fa(W_t, np.array([1.0, -1.0, 3.0]), np.zeros(3), 5, np.random.default_rng(0)))
 assert_shape(X_t, (5, 3), name="X (5 samples of D = 3 genes)")
 assert_shape(Z_t, (5, 1), name="Z (5 latents of L = 1 dimension)")
 # with no noise, x = W z + mu exactly
 assert_close(X_t, Z_t @ W_t.T + np.array([1.0, -1.0, 3.0]), name="X when psi = 0 (should equal Z W^T + mu)")
-X_a, _ = sample_fa(W_t, np.zeros(3), np.ones(3), 4, np.random.default_rng(7))
-X_b, _ = sample_fa(W_t, np.zeros(3), np.ones(3), 4, np.random.default_rng(7))
+X_a, _ = record("sample_fa, seed 7", lambda: sample_fa(W_t, np.zeros(3), np.ones(3), 4, np.random.default_rng(7)))
+X_b, _ = record("sample_fa, seed 7 again", lambda: sample_fa(W_t, np.zeros(3), np.ones(3), 4, np.random.default_rng(7)))
 assert_close(X_a, X_b, name="two draws from generators with the same seed (use only `rng` for randomness)")
 ### BEGIN HIDDEN TESTS
-import sclecture
-G = sclecture.grading.trusted("factor")
 rng = np.random.default_rng(123)
 D, L, n = 4, 2, 100_000
 W = rng.normal(size=(D, L))
 mu = rng.normal(size=D)
 psi = rng.uniform(0.2, 1.5, size=D)
-X, Z = sample_fa(W, mu, psi, n, np.random.default_rng(5))
-G.assert_shape(X, (n, D), name="X")
-G.assert_shape(Z, (n, L), name="Z")
+X, Z = record("sample_fa, 100000 samples", lambda: sample_fa(W, mu, psi, n, np.random.default_rng(5)))
+assert_shape(X, (n, D), name="X")
+assert_shape(Z, (n, L), name="Z")
 # the latents are standard normal
-G.assert_close(Z.mean(0), np.zeros(L), atol=0.02, rtol=0, name="mean of the sampled z (should be 0)")
-G.assert_close(np.cov(Z.T), np.eye(L), atol=0.02, rtol=0, name="covariance of the sampled z (should be I)")
+assert_close(Z.mean(0), np.zeros(L), atol=0.02, rtol=0, name="mean of the sampled z (should be 0)")
+assert_close(np.cov(Z.T), np.eye(L), atol=0.02, rtol=0, name="covariance of the sampled z (should be I)")
 # the noise x - W z - mu has variance psi and is independent of z
 eps = X - Z @ W.T - mu
-G.assert_close(eps.mean(0), np.zeros(D), atol=0.02, rtol=0, name="mean of x - W z - mu (should be 0)")
-G.assert_close(eps.var(0), psi, rtol=0.03, name="variance of x - W z - mu (should be psi, not its square root)")
-G.assert_close(eps.T @ Z / n, np.zeros((D, L)), atol=0.02, rtol=0, name="correlation of the noise with z (should be 0)")
+assert_close(eps.mean(0), np.zeros(D), atol=0.02, rtol=0, name="mean of x - W z - mu (should be 0)")
+assert_close(eps.var(0), psi, rtol=0.03, name="variance of x - W z - mu (should be psi, not its square root)")
+assert_close(eps.T @ Z / n, np.zeros((D, L)), atol=0.02, rtol=0, name="correlation of the noise with z (should be 0)")
 # following the prescribed order of draws gives exactly the reference samples
-X_ref, Z_ref = G.factor.sample_fa(W, mu, psi, 50, np.random.default_rng(9))
-X_s, Z_s = sample_fa(W, mu, psi, 50, np.random.default_rng(9))
-G.assert_close(Z_s, Z_ref, rtol=1e-12, name="Z: draw the latents first, with rng.standard_normal((n_samples, L))")
-G.assert_close(X_s, X_ref, rtol=1e-12, name="X: draw the noise second, with rng.standard_normal((n_samples, D)) * sqrt(psi)")
+X_s, Z_s = record("sample_fa, seed 9", lambda: sample_fa(W, mu, psi, 50, np.random.default_rng(9)))
+X_ref, Z_ref = sclecture.factor.sample_fa(W, mu, psi, 50, np.random.default_rng(9))
+assert_close(Z_s, Z_ref, rtol=1e-12, name="Z: draw the latents first, with rng.standard_normal((n_samples, L))")
+assert_close(X_s, X_ref, rtol=1e-12, name="X: draw the noise second, with rng.standard_normal((n_samples, D)) * sqrt(psi)")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -183,19 +186,22 @@ def marginal_covariance(W, psi):
 
 # %% [test] id=fa-marginal-test points=1
 import numpy as np
+
+import sclecture.factor
+import sclecture.grading
 from sclecture.grading import assert_close
 
-C_t = marginal_covariance(np.array([[1.0], [2.0]]), np.array([0.5, 0.25]))
+record = sclecture.grading.recorder("fa-marginal-test")
+C_t = record("marginal_covariance([[1], [2]], [0.5, 0.25])",
+             lambda: marginal_covariance(np.array([[1.0], [2.0]]), np.array([0.5, 0.25])))
 assert_close(C_t, [[1.5, 2.0], [2.0, 4.25]], name="marginal_covariance([[1], [2]], [0.5, 0.25])")
 ### BEGIN HIDDEN TESTS
-import sclecture
-G = sclecture.grading.trusted("factor")
 rng = np.random.default_rng(77)
 for D, L in [(6, 2), (1, 1), (9, 4)]:
     W = rng.normal(size=(D, L))
     psi = rng.uniform(0.1, 2.0, size=D)
-    G.assert_close(marginal_covariance(W, psi), G.factor.marginal_covariance(W, psi), rtol=1e-10,
-                   name=f"marginal_covariance for D = {D}, L = {L}")
+    assert_close(record(f"marginal_covariance, D = {D}, L = {L}", lambda: marginal_covariance(W, psi)),
+                 sclecture.factor.marginal_covariance(W, psi), rtol=1e-10, name=f"marginal_covariance for D = {D}, L = {L}")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -267,38 +273,43 @@ def average_log_likelihood(X, mean, cov):
 
 # %% [test] id=gauss-loglik-test points=2
 import numpy as np
+
+import sclecture.factor
+import sclecture.grading
 from sclecture.grading import assert_close
 
+record = sclecture.grading.recorder("gauss-loglik-test")
 # one gene: log N(x | 1, 4) averaged over x = 1 and x = 3
 expected = np.mean([-0.5 * (np.log(2 * np.pi) + np.log(4.0) + (x - 1.0) ** 2 / 4.0) for x in (1.0, 3.0)])
-assert_close(average_log_likelihood(np.array([[1.0], [3.0]]), np.array([1.0]), np.array([[4.0]])), expected,
-             name="average log-likelihood of x = 1 and x = 3 under N(1, 4)")
+assert_close(record("x = 1 and x = 3 under N(1, 4)",
+                    lambda: average_log_likelihood(np.array([[1.0], [3.0]]), np.array([1.0]), np.array([[4.0]]))),
+             expected, name="average log-likelihood of x = 1 and x = 3 under N(1, 4)")
 # 400 genes, covariance 10 I: |C| = 10^400 overflows, its logarithm does not
 X400 = np.ones((2, 400))
 expected = -0.5 * (400 * np.log(2 * np.pi) + 400 * np.log(10.0) + 400 / 10.0)
-got = average_log_likelihood(X400, np.zeros(400), 10 * np.eye(400))
+got = record("400 genes, covariance 10 I", lambda: average_log_likelihood(X400, np.zeros(400), 10 * np.eye(400)))
 assert_close(got, expected, name="average log-likelihood with 400 genes and covariance 10 I "
              "(inf or nan here means the determinant overflowed: use the Cholesky factor)")
 ### BEGIN HIDDEN TESTS
-import sclecture
-G = sclecture.grading.trusted("factor")
 rng = np.random.default_rng(31)
 for D, n in [(3, 20), (12, 1), (30, 50)]:
     A = rng.normal(size=(D, D))
     cov = A @ A.T / D + 0.3 * np.eye(D)
     mean = rng.normal(size=D)
     X = rng.normal(size=(n, D)) * 2
-    G.assert_close(average_log_likelihood(X, mean, cov), G.factor.average_log_likelihood(X, mean, cov), rtol=1e-8,
-                   name=f"average_log_likelihood with D = {D} genes and n = {n} cells")
+    assert_close(record(f"average_log_likelihood, D = {D}, n = {n}", lambda: average_log_likelihood(X, mean, cov)),
+                 sclecture.factor.average_log_likelihood(X, mean, cov), rtol=1e-8,
+                 name=f"average_log_likelihood with D = {D} genes and n = {n} cells")
 # a badly scaled covariance: variances from 1e-6 to 1e6
 d = np.logspace(-6, 6, 25)
 X = rng.normal(size=(10, 25)) * np.sqrt(d)
-G.assert_close(average_log_likelihood(X, np.zeros(25), np.diag(d)), G.factor.average_log_likelihood(X, np.zeros(25), np.diag(d)),
-               rtol=1e-8, name="average_log_likelihood with variances from 1e-6 to 1e6")
+assert_close(record("variances from 1e-6 to 1e6", lambda: average_log_likelihood(X, np.zeros(25), np.diag(d))),
+             sclecture.factor.average_log_likelihood(X, np.zeros(25), np.diag(d)),
+             rtol=1e-8, name="average_log_likelihood with variances from 1e-6 to 1e6")
 # tiny variances: |C| underflows to 0
-G.assert_close(average_log_likelihood(np.zeros((3, 300)), np.zeros(300), 1e-3 * np.eye(300)),
-               G.factor.average_log_likelihood(np.zeros((3, 300)), np.zeros(300), 1e-3 * np.eye(300)),
-               rtol=1e-8, name="average_log_likelihood with 300 genes and covariance 0.001 I (|C| underflows)")
+assert_close(record("300 genes, covariance 0.001 I", lambda: average_log_likelihood(np.zeros((3, 300)), np.zeros(300), 1e-3 * np.eye(300))),
+             sclecture.factor.average_log_likelihood(np.zeros((3, 300)), np.zeros(300), 1e-3 * np.eye(300)),
+             rtol=1e-8, name="average_log_likelihood with 300 genes and covariance 0.001 I (|C| underflows)")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -350,35 +361,37 @@ def ppca_mle(eigenvalues, eigenvectors, n_components):
 
 # %% [test] id=ppca-mle-test points=2
 import numpy as np
+
+import sclecture.factor
+import sclecture.grading
 from sclecture.grading import assert_close, assert_shape
 
+record = sclecture.grading.recorder("ppca-mle-test")
 # S = diag(1, 4, 2, 1): eigenvalues 4 > 2 > 1 = 1; with L = 1, sigma^2 = (2 + 1 + 1) / 3
 lam_t, U_t = np.linalg.eigh(np.diag([1.0, 4.0, 2.0, 1.0]))
-W_t, s2_t = ppca_mle(lam_t, U_t, 1)
+W_t, s2_t = record("ppca_mle for S = diag(1, 4, 2, 1), L = 1", lambda: ppca_mle(lam_t, U_t, 1))
 assert_shape(W_t, (4, 1), name="W for D = 4 genes and L = 1")
 assert_close(s2_t, 4 / 3, name="sigma^2 (the mean of the discarded eigenvalues 2, 1, 1)")
 assert_close(W_t @ W_t.T, np.diag([0.0, 4 - 4 / 3, 0.0, 0.0]), atol=1e-12,
              name="W W^T (W should be the eigenvector of the largest eigenvalue, times sqrt(4 - sigma^2))")
 ### BEGIN HIDDEN TESTS
-import sclecture
-G = sclecture.grading.trusted("factor")
 rng = np.random.default_rng(4)
 for D, L in [(8, 3), (5, 4), (20, 1)]:
     A = rng.normal(size=(D + 10, D))
     lam, U = np.linalg.eigh(np.cov(A.T, bias=True))
-    W_ref, s2_ref = G.factor.ppca_mle(lam, U, L)
-    W, s2 = ppca_mle(lam, U, L)
-    G.assert_shape(W, (D, L), name=f"W for D = {D}, L = {L}")
-    G.assert_close(s2, s2_ref, rtol=1e-10, name=f"sigma^2 for D = {D}, L = {L}")
+    W, s2 = record(f"ppca_mle, D = {D}, L = {L}", lambda: ppca_mle(lam, U, L))
+    W_ref, s2_ref = sclecture.factor.ppca_mle(lam, U, L)
+    assert_shape(W, (D, L), name=f"W for D = {D}, L = {L}")
+    assert_close(s2, s2_ref, rtol=1e-10, name=f"sigma^2 for D = {D}, L = {L}")
     # W is defined up to a rotation (and signs): compare W W^T, which is not
-    G.assert_close(W @ W.T, W_ref @ W_ref.T, rtol=1e-8, atol=1e-10, name=f"W W^T for D = {D}, L = {L}")
+    assert_close(W @ W.T, W_ref @ W_ref.T, rtol=1e-8, atol=1e-10, name=f"W W^T for D = {D}, L = {L}")
     WtW = W.T @ W
-    G.assert_close(WtW - np.diag(np.diag(WtW)), np.zeros((L, L)), atol=1e-8, name="off-diagonal of W^T W (columns should be orthogonal)")
+    assert_close(WtW - np.diag(np.diag(WtW)), np.zeros((L, L)), atol=1e-8, name="off-diagonal of W^T W (columns should be orthogonal)")
     # eigenpairs in a scrambled order must give the same answer
     perm = rng.permutation(D)
-    W2, s2b = ppca_mle(lam[perm], U[:, perm], L)
-    G.assert_close(s2b, s2_ref, rtol=1e-10, name="sigma^2 when the eigenvalues come in no particular order (sort them)")
-    G.assert_close(W2 @ W2.T, W_ref @ W_ref.T, rtol=1e-8, atol=1e-10, name="W W^T when the eigenvalues come unsorted")
+    W2, s2b = record(f"ppca_mle, unsorted eigenpairs, D = {D}, L = {L}", lambda: ppca_mle(lam[perm], U[:, perm], L))
+    assert_close(s2b, s2_ref, rtol=1e-10, name="sigma^2 when the eigenvalues come in no particular order (sort them)")
+    assert_close(W2 @ W2.T, W_ref @ W_ref.T, rtol=1e-8, atol=1e-10, name="W W^T when the eigenvalues come unsorted")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -444,32 +457,35 @@ def ppca_posterior(X, W, mu, sigma2):
 
 # %% [test] id=ppca-posterior-test points=2
 import numpy as np
+
+import sclecture.factor
+import sclecture.grading
 from sclecture.grading import assert_close, assert_shape
 
+record = sclecture.grading.recorder("ppca-posterior-test")
 # W = (2, 0)^T, sigma^2 = 1: M = 4 + 1 = 5, so E[z | x] = 2 x_1 / 5 and Var[z | x] = 1 / 5
-mean_t, cov_t = ppca_posterior(np.array([[1.0, 5.0], [-2.5, 0.0]]), np.array([[2.0], [0.0]]), np.zeros(2), 1.0)
+mean_t, cov_t = record("ppca_posterior for W = (2, 0), sigma^2 = 1",
+                       lambda: ppca_posterior(np.array([[1.0, 5.0], [-2.5, 0.0]]), np.array([[2.0], [0.0]]), np.zeros(2), 1.0))
 assert_shape(mean_t, (2, 1), name="posterior means (one row per cell)")
 assert_shape(cov_t, (1, 1), name="posterior covariance (L x L)")
 assert_close(mean_t, [[0.4], [-1.0]], name="posterior means for W = (2, 0), sigma^2 = 1")
 assert_close(cov_t, [[0.2]], name="posterior covariance for W = (2, 0), sigma^2 = 1")
 ### BEGIN HIDDEN TESTS
-import sclecture
-G = sclecture.grading.trusted("factor")
 rng = np.random.default_rng(8)
 for D, L, n in [(6, 2, 15), (10, 4, 1), (3, 1, 7)]:
     W = rng.normal(size=(D, L))
     mu = rng.normal(size=D)
     sigma2 = float(rng.uniform(0.05, 2.0))
     X = rng.normal(size=(n, D)) + mu
-    m_ref, c_ref = G.factor.ppca_posterior(X, W, mu, sigma2)
-    m, c = ppca_posterior(X, W, mu, sigma2)
-    G.assert_close(m, m_ref, rtol=1e-8, atol=1e-10, name=f"posterior means for D = {D}, L = {L}, n = {n}")
-    G.assert_close(c, c_ref, rtol=1e-8, atol=1e-12, name=f"posterior covariance for D = {D}, L = {L}")
+    m, c = record(f"ppca_posterior, D = {D}, L = {L}, n = {n}", lambda: ppca_posterior(X, W, mu, sigma2))
+    m_ref, c_ref = sclecture.factor.ppca_posterior(X, W, mu, sigma2)
+    assert_close(m, m_ref, rtol=1e-8, atol=1e-10, name=f"posterior means for D = {D}, L = {L}, n = {n}")
+    assert_close(c, c_ref, rtol=1e-8, atol=1e-12, name=f"posterior covariance for D = {D}, L = {L}")
 # a non-zero mean must be subtracted
 W = rng.normal(size=(4, 2))
 mu = np.array([10.0, -5.0, 3.0, 0.0])
-m, _ = ppca_posterior(mu[None, :], W, mu, 0.5)
-G.assert_close(m, np.zeros((1, 2)), atol=1e-10, name="posterior mean of the cell x = mu (should be 0: subtract mu)")
+m, _ = record("ppca_posterior of the cell x = mu", lambda: ppca_posterior(mu[None, :], W, mu, 0.5))
+assert_close(m, np.zeros((1, 2)), atol=1e-10, name="posterior mean of the cell x = mu (should be 0: subtract mu)")
 ### END HIDDEN TESTS
 
 # %% [markdown]

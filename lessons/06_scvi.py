@@ -19,6 +19,9 @@
 # 5. correct for the batch (here: two conditions of one experiment on blood cells) and compare the latent space
 #    before and after;
 # 6. hand over to scvi-tools, the production implementation, for data sets beyond a course's size.
+#
+# The references in `sclecture` may be read but not called in an exercise: grading gives no points
+# for a call.
 
 # %% [colab-setup]
 
@@ -33,7 +36,7 @@ from sklearn.model_selection import train_test_split
 import sclecture
 from sclecture import datasets, distributions, factor, preprocessing, scvi
 from sclecture.grading import assert_close, fallback
-from sclecture.training import n_epochs
+from sclecture.training import expect_result, n_epochs
 
 sclecture.set_seed(0)
 print("models train on:", sclecture.get_device())
@@ -164,35 +167,40 @@ def log_nb(x, mu, theta):
 
 # %% [test] id=scvi-log-nb-test points=3
 import math
-import torch
-from sclecture.grading import assert_close, assert_finite
 
+import numpy as np
+import torch
+
+import sclecture.distributions
+import sclecture.grading
+from sclecture.grading import assert_close, assert_finite, value_and_grad
+
+record = sclecture.grading.recorder("scvi-log-nb-test")
 # theta = 1: the NB is a geometric distribution, p(x) = 1/(1 + mu) * (mu / (1 + mu))^x
 x = torch.tensor([0.0, 1.0, 4.0])
-got = log_nb(x, torch.tensor(3.0), torch.tensor(1.0))
+got = record("log_nb(x, mu=3, theta=1)", lambda: log_nb(x, torch.tensor(3.0), torch.tensor(1.0)))
 assert_close(got, [math.log(1 / 4), math.log(1 / 4 * 3 / 4), math.log(1 / 4 * (3 / 4) ** 4)], rtol=1e-5,
              name="log_nb(x, mu=3, theta=1)")
 assert isinstance(got, torch.Tensor), f"log_nb should return a torch tensor, got {type(got).__name__}"
 ### BEGIN HIDDEN TESTS
-import numpy as np
-import sclecture
-G = sclecture.grading.trusted("distributions")
 rng = np.random.default_rng(11)
 for dtype, rtol in [(torch.float64, 1e-9), (torch.float32, 1e-5)]:
     x = torch.tensor(rng.poisson(rng.gamma(1.0, 5.0, size=(40, 7))), dtype=dtype)
     mu = torch.tensor(rng.gamma(1.0, 5.0, size=(40, 7)) + 1e-3, dtype=dtype, requires_grad=True)
     theta = torch.tensor(rng.gamma(0.7, 2.0, size=7) + 1e-3, dtype=dtype)  # one theta per gene, broadcast
-    got = log_nb(x, mu, theta)
-    G.assert_close(got.detach(), G.distributions.log_nb(x, mu.detach(), theta), rtol=rtol, atol=1e-4,
-                   name=f"log_nb on random {dtype} counts")
-    got.sum().backward()
-    G.assert_finite(mu.grad, name="the gradient of log_nb with respect to mu")
+    got, grads = record(f"log_nb on random {dtype} counts, and d/dmu",
+                        lambda: value_and_grad(lambda: log_nb(x, mu, theta).sum(), [mu]))
+    value = record(f"log_nb on random {dtype} counts", lambda: log_nb(x, mu, theta))
+    assert_close(torch.as_tensor(value).detach(), sclecture.distributions.log_nb(x, mu.detach(), theta), rtol=rtol, atol=1e-4,
+                 name=f"log_nb on random {dtype} counts")
+    assert grads is not None and grads[0] is not None, "no gradient reached mu: compute log_nb with torch operations"
+    assert_finite(grads[0], name="the gradient of log_nb with respect to mu")
 x = torch.tensor([0.0, 0.0, 7.0, 0.0, 2.0])
 mu = torch.tensor([1e8, 5.0, 1e8, 1e-4, 1e3])
 theta = torch.tensor([1e-6, 1e-6, 1e-6, 50.0, 1e-6])
-edge = log_nb(x, mu, theta)
-G.assert_finite(edge, name="log_nb for x = 0, huge mu, tiny theta (float32)")
-G.assert_close(edge, G.distributions.log_nb(x, mu, theta), rtol=1e-4, atol=1e-4, name="log_nb at the edges")
+edge = record("log_nb at the edges", lambda: log_nb(x, mu, theta))
+assert_finite(edge, name="log_nb for x = 0, huge mu, tiny theta (float32)")
+assert_close(edge, sclecture.distributions.log_nb(x, mu, theta), rtol=1e-4, atol=1e-4, name="log_nb at the edges")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -247,37 +255,39 @@ def log_zinb(x, mu, theta, pi_logits):
 
 # %% [test] id=scvi-log-zinb-test points=3
 import math
-import torch
-from sclecture.grading import assert_close
 
+import numpy as np
+import torch
+
+import sclecture.distributions
+import sclecture.grading
+from sclecture.grading import assert_close, assert_finite, value_and_grad
+
+record = sclecture.grading.recorder("scvi-log-zinb-test")
 # pi = 1/2 (logit 0), theta = 1, mu = 3: p(0) = 1/2 + 1/2 * 1/4, p(2) = 1/2 * 1/4 * (3/4)^2
-got = log_zinb(torch.tensor([0.0, 2.0]), torch.tensor(3.0), torch.tensor(1.0), torch.tensor(0.0))
+got = record("log_zinb with pi = 1/2", lambda: log_zinb(torch.tensor([0.0, 2.0]), torch.tensor(3.0), torch.tensor(1.0), torch.tensor(0.0)))
 assert_close(got, [math.log(0.5 + 0.5 / 4), math.log(0.5 / 4 * 0.75**2)], rtol=1e-5, name="log_zinb with pi = 1/2")
 ### BEGIN HIDDEN TESTS
-import numpy as np
-import sclecture
-G = sclecture.grading.trusted("distributions")
 rng = np.random.default_rng(12)
 x = torch.tensor(rng.poisson(rng.gamma(1.0, 3.0, size=(50, 6))), dtype=torch.float64)
 mu = torch.tensor(rng.gamma(1.0, 5.0, size=(50, 6)) + 1e-3, dtype=torch.float64)
 theta = torch.tensor(rng.gamma(0.7, 2.0, size=6) + 1e-3, dtype=torch.float64)
 logits = torch.tensor(rng.normal(0.0, 2.0, size=(50, 6)), dtype=torch.float64, requires_grad=True)
-got = log_zinb(x, mu, theta, logits)
-G.assert_close(got.detach(), G.distributions.log_zinb(x, mu, theta, logits.detach()), rtol=1e-8, atol=1e-10,
-               name="log_zinb on random inputs")
-got.sum().backward()
-G.assert_finite(logits.grad, name="the gradient of log_zinb with respect to pi_logits")
+got = torch.as_tensor(record("log_zinb on random inputs", lambda: log_zinb(x, mu, theta, logits))).detach()
+assert_close(got, sclecture.distributions.log_zinb(x, mu, theta, logits.detach()), rtol=1e-8, atol=1e-10,
+             name="log_zinb on random inputs")
+_, grads = record("d log_zinb / d pi_logits", lambda: value_and_grad(lambda: log_zinb(x, mu, theta, logits).sum(), [logits]))
+assert grads is not None and grads[0] is not None, "no gradient reached pi_logits: compute log_zinb with torch operations"
+assert_finite(grads[0], name="the gradient of log_zinb with respect to pi_logits")
 # direct sum over h, in probabilities
 p = torch.sigmoid(logits.detach())
-nb = torch.exp(G.distributions.log_nb(x, mu, theta))
-G.assert_close(got.detach().exp(), p * (x == 0) + (1 - p) * nb, rtol=1e-8, atol=1e-12,
-               name="exp(log_zinb) against pi 1[x = 0] + (1 - pi) NB(x)")
-extreme = log_zinb(torch.tensor([0.0, 0.0, 3.0]), torch.tensor([2.0, 1e6, 2.0]), torch.tensor([1.0, 1e-4, 1.0]),
-                   torch.tensor([40.0, -40.0, -40.0]))
-G.assert_finite(extreme, name="log_zinb for pi near 0 or 1")
-G.assert_close(extreme, G.distributions.log_zinb(torch.tensor([0.0, 0.0, 3.0]), torch.tensor([2.0, 1e6, 2.0]),
-                                                 torch.tensor([1.0, 1e-4, 1.0]), torch.tensor([40.0, -40.0, -40.0])),
-               rtol=1e-5, atol=1e-6, name="log_zinb for pi near 0 or 1")
+nb = torch.exp(sclecture.distributions.log_nb(x, mu, theta))
+assert_close(got.exp(), p * (x == 0) + (1 - p) * nb, rtol=1e-8, atol=1e-12,
+             name="exp(log_zinb) against pi 1[x = 0] + (1 - pi) NB(x)")
+args = (torch.tensor([0.0, 0.0, 3.0]), torch.tensor([2.0, 1e6, 2.0]), torch.tensor([1.0, 1e-4, 1.0]), torch.tensor([40.0, -40.0, -40.0]))
+extreme = record("log_zinb for pi near 0 or 1", lambda: log_zinb(*args))
+assert_finite(extreme, name="log_zinb for pi near 0 or 1")
+assert_close(extreme, sclecture.distributions.log_zinb(*args), rtol=1e-5, atol=1e-6, name="log_zinb for pi near 0 or 1")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -306,30 +316,32 @@ def sample_counts(rho, theta, l, pi, rng):
 
 # %% [test] id=scvi-sample-test points=2
 import numpy as np
+
+import sclecture.distributions
+import sclecture.grading
 from sclecture.grading import assert_equal, assert_shape
 
+record = sclecture.grading.recorder("scvi-sample-test")
 rho = np.full((5, 4), 0.25)
-x = sample_counts(rho, np.ones(4), np.full(5, 100.0), np.zeros((5, 4)), np.random.default_rng(0))
+x = record("sample_counts(...)", lambda: sample_counts(rho, np.ones(4), np.full(5, 100.0), np.zeros((5, 4)), np.random.default_rng(0)))
 assert_shape(x, (5, 4), name="sample_counts(...)")
 assert np.issubdtype(np.asarray(x).dtype, np.integer), f"counts must be integers, got dtype {np.asarray(x).dtype}"
-assert_equal(sample_counts(rho, np.ones(4), np.full(5, 100.0), np.ones((5, 4)), np.random.default_rng(0)),
+assert_equal(record("the counts when pi = 1", lambda: sample_counts(rho, np.ones(4), np.full(5, 100.0), np.ones((5, 4)), np.random.default_rng(0))),
              np.zeros((5, 4), dtype=int), name="the counts when pi = 1 (every count dropped)")
 ### BEGIN HIDDEN TESTS
-import sclecture
-G = sclecture.grading.trusted("distributions")
 n = 30000
 rho = np.tile([0.5, 0.3, 0.15, 0.05], (n, 1))
 theta = np.array([0.8, 3.0, 20.0, 2.0])
 l = np.full(n, 20.0)
 pi = np.tile([0.0, 0.3, 0.1, 0.5], (n, 1))
-x = np.asarray(sample_counts(rho, theta, l, pi, np.random.default_rng(5)))
-G.assert_shape(x, (n, 4), name="sample_counts on 30,000 cells")
-again = np.asarray(sample_counts(rho, theta, l, pi, np.random.default_rng(5)))
-G.assert_equal(again, x, name="draws with the same seed (use only the rng that is passed in)")
+x = np.asarray(record("sample_counts on 30,000 cells", lambda: sample_counts(rho, theta, l, pi, np.random.default_rng(5))))
+assert_shape(x, (n, 4), name="sample_counts on 30,000 cells")
+again = np.asarray(record("sample_counts with the same seed", lambda: sample_counts(rho, theta, l, pi, np.random.default_rng(5))))
+assert_equal(again, x, name="draws with the same seed (use only the rng that is passed in)")
 logits = np.log(np.maximum(pi[0], 1e-12)) - np.log1p(-pi[0])
 for g in range(4):
     for k in range(5):
-        p = float(np.exp(G.distributions.log_zinb(float(k), 20.0 * rho[0, g], theta[g], logits[g])))
+        p = float(np.exp(sclecture.distributions.log_zinb(float(k), 20.0 * rho[0, g], theta[g], logits[g])))
         freq = float(np.mean(x[:, g] == k))
         se = (p * (1 - p) / n) ** 0.5
         assert abs(freq - p) < 5 * se + 1e-4, (
@@ -337,8 +349,8 @@ for g in range(4):
             "check the Gamma's scale (rho / theta), the Poisson rate (l * w) and the dropout")
 # the library size multiplies the mean, cell by cell
 l2 = np.repeat([10.0, 1000.0], 5000)
-x2 = np.asarray(sample_counts(np.full((10000, 2), 0.5), np.array([5.0, 5.0]), l2, np.zeros((10000, 2)),
-                              np.random.default_rng(6)))
+x2 = np.asarray(record("sample_counts with two library sizes", lambda: sample_counts(
+    np.full((10000, 2), 0.5), np.array([5.0, 5.0]), l2, np.zeros((10000, 2)), np.random.default_rng(6))))
 ratio = x2[5000:].mean() / x2[:5000].mean()
 assert 90 < ratio < 110, f"cells with 100x the library size should have ~100x the counts; got {ratio:.1f}x"
 ### END HIDDEN TESTS
@@ -406,28 +418,32 @@ def library_prior(counts, batch_index, n_batches):
 
 # %% [test] id=scvi-library-prior-test points=2
 import math
-import numpy as np
-from sclecture.grading import assert_close
 
+import numpy as np
+
+import sclecture.grading
+import sclecture.scvi
+from sclecture.grading import assert_close, assert_shape
+
+record = sclecture.grading.recorder("scvi-library-prior-test")
 counts = np.array([[1, 0, 0], [2, 2, 0], [5, 0, 5], [0, 0, 100]])
-l_mu, l_var = library_prior(counts, np.array([0, 0, 1, 1]), 2)
+l_mu, l_var = record("library_prior for a 4-cell example", lambda: library_prior(counts, np.array([0, 0, 1, 1]), 2))
 assert_close(l_mu, [math.log(4) / 2, (math.log(10) + math.log(100)) / 2], name="l_mu for a 4-cell example")
 assert_close(l_var, [(math.log(4) / 2) ** 2, (math.log(10) / 2) ** 2], name="l_var for a 4-cell example")
 ### BEGIN HIDDEN TESTS
 import scipy.sparse as sp
-import sclecture
-G = sclecture.grading.trusted("scvi")
+
 rng = np.random.default_rng(13)
 counts = rng.poisson(rng.gamma(2.0, 1.0, size=(90, 1)) * rng.gamma(1.0, 1.0, size=(1, 40)))
 counts[:, 0] += 1  # no empty cells
 b = rng.integers(0, 3, size=90)
-expected = G.scvi.library_prior(counts, b, 3)
-for kind, data in [("dense", counts), ("sparse", sp.csr_matrix(counts))]:
-    got_mu, got_var = library_prior(data, b, 3)
-    G.assert_close(got_mu, expected[0], rtol=1e-9, name=f"l_mu for {kind} counts in 3 batches")
-    G.assert_close(got_var, expected[1], rtol=1e-9, name=f"l_var for {kind} counts in 3 batches")
-got_mu, got_var = library_prior(counts, np.zeros(90, dtype=int), 1)
-G.assert_shape(got_mu, (1,), name="l_mu with a single batch")
+for kind, make in [("dense", np.asarray), ("sparse", sp.csr_matrix)]:
+    got_mu, got_var = record(f"library_prior for {kind} counts", lambda: library_prior(make(counts), b, 3))
+    expected = sclecture.scvi.library_prior(counts, b, 3)
+    assert_close(got_mu, expected[0], rtol=1e-9, name=f"l_mu for {kind} counts in 3 batches")
+    assert_close(got_var, expected[1], rtol=1e-9, name=f"l_var for {kind} counts in 3 batches")
+got_mu, got_var = record("library_prior with a single batch", lambda: library_prior(counts, np.zeros(90, dtype=int), 1))
+assert_shape(got_mu, (1,), name="l_mu with a single batch")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -488,32 +504,37 @@ def scvi_loss(log_px, qz_mu, qz_var, epoch, n_epochs_kl_warmup):
 
 
 # %% [test] id=scvi-elbo-test points=3
+import numpy as np
 import torch
-from sclecture.grading import assert_close
 
+import sclecture.grading
+import sclecture.scvi
+from sclecture.grading import assert_close, value_and_grad
+
+record = sclecture.grading.recorder("scvi-elbo-test")
 log_px = torch.tensor([-100.0, -300.0])
 mu, var = torch.zeros(2, 3), torch.ones(2, 3)
-assert_close(scvi_loss(log_px, mu, var, 5, 10), 200.0, name="the loss when q(z | x) is the prior (KL = 0)")
+assert_close(record("the loss when q(z | x) is the prior", lambda: scvi_loss(log_px, mu, var, 5, 10)), 200.0,
+             name="the loss when q(z | x) is the prior (KL = 0)")
 mu1 = torch.ones(2, 3)  # KL = 3/2 per cell
-assert_close(scvi_loss(log_px, mu1, var, 0, 10), 200.0, name="the loss at epoch 0 of the warm-up (beta = 0)")
-assert_close(scvi_loss(log_px, mu1, var, 5, 10), 200.75, name="the loss half-way through the warm-up (beta = 1/2)")
-assert_close(scvi_loss(log_px, mu1, var, 50, 10), 201.5, name="the loss after the warm-up (beta = 1)")
+assert_close(record("the loss at epoch 0", lambda: scvi_loss(log_px, mu1, var, 0, 10)), 200.0,
+             name="the loss at epoch 0 of the warm-up (beta = 0)")
+assert_close(record("the loss half-way through the warm-up", lambda: scvi_loss(log_px, mu1, var, 5, 10)), 200.75,
+             name="the loss half-way through the warm-up (beta = 1/2)")
+assert_close(record("the loss after the warm-up", lambda: scvi_loss(log_px, mu1, var, 50, 10)), 201.5,
+             name="the loss after the warm-up (beta = 1)")
 ### BEGIN HIDDEN TESTS
-import numpy as np
-import sclecture
-G = sclecture.grading.trusted("scvi")
 rng = np.random.default_rng(14)
 log_px = torch.tensor(rng.normal(-500, 50, size=64))
 mu = torch.tensor(rng.normal(size=(64, 10)), requires_grad=True)
 var = torch.tensor(rng.gamma(2.0, 0.3, size=(64, 10)))
 for epoch, warm in [(0, 400), (37, 400), (399, 400), (500, 400), (3, 0), (3, None), (7, 7)]:
-    got = scvi_loss(log_px, mu, var, epoch, warm)
-    want = G.scvi.elbo_loss(log_px, mu.detach(), var, G.scvi.kl_warmup_weight(epoch, warm))
-    G.assert_close(torch.as_tensor(got).detach(), want, rtol=1e-9,
-                   name=f"scvi_loss at epoch {epoch} with n_epochs_kl_warmup={warm}")
-got = scvi_loss(log_px, mu, var, 100, 50)
-got.backward()
-G.assert_close(mu.grad, mu.detach() / 64, rtol=1e-9, name="the gradient of the loss with respect to qz_mu (mu / N)")
+    got = record(f"scvi_loss at epoch {epoch}, warm-up {warm}", lambda: scvi_loss(log_px, mu, var, epoch, warm))
+    want = sclecture.scvi.elbo_loss(log_px, mu.detach(), var, sclecture.scvi.kl_warmup_weight(epoch, warm))
+    assert_close(torch.as_tensor(got).detach(), want, rtol=1e-9, name=f"scvi_loss at epoch {epoch} with n_epochs_kl_warmup={warm}")
+_, grads = record("d loss / d qz_mu", lambda: value_and_grad(lambda: scvi_loss(log_px, mu, var, 100, 50), [mu]))
+assert grads is not None and grads[0] is not None, "no gradient reached qz_mu: compute the loss with torch operations"
+assert_close(grads[0], mu.detach() / 64, rtol=1e-9, name="the gradient of the loss with respect to qz_mu (mu / N)")
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -571,6 +592,7 @@ model.history_.plot(["loss", "reconstruction", "kl_z"], logy=True, title="scVI o
 
 # %%
 # NBVAL_CHECK_OUTPUT
+# NBVAL_TOLERANCE abs=14
 test_elbo = model.get_elbo(cortex_test)
 test_ll = model.get_marginal_ll(cortex_test, n_samples=100)
 print(f"held-out cells: {cortex_test.n_obs}")
@@ -602,6 +624,7 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
+# NBVAL_TOLERANCE abs=0.03
 scores = {name: scvi.clustering_scores(lat, cortex.obs["cell_type"], random_state=0) for name, lat in latents.items()}
 print(f"{'':>12}  {'ARI':>6}  {'NMI':>6}  {'silhouette':>10}")
 for name, s in scores.items():
@@ -638,7 +661,6 @@ model_nb = scvi.SCVI(n_latent=10, likelihood="nb", n_epochs=EPOCHS, n_epochs_kl_
 model_nb.fit(cortex_train);
 
 # %%
-# NBVAL_CHECK_OUTPUT
 def expected_zeros(m, adata):
     """sum over cells and genes of p(x_ng = 0) under the fitted model, at the posterior mean of z."""
     with torch.no_grad():
@@ -655,10 +677,22 @@ observed_zeros = int(np.prod(cortex_test.shape) - cortex_test.X.nnz)
 test_elbo_nb = model_nb.get_elbo(cortex_test)
 test_ll_nb = model_nb.get_marginal_ll(cortex_test, n_samples=100)
 zeros = {"ZINB": expected_zeros(model, cortex_test), "NB": expected_zeros(model_nb, cortex_test)}
-print(f"{'':>6}  {'ELBO':>8}  {'log p(x)':>8}  {'expected zeros':>14}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# NBVAL_TOLERANCE abs=14
+print(f"held-out cells, per cell: {'ELBO':>8}  {'log p(x)':>8}")
 for name, elbo, ll in [("ZINB", test_elbo, test_ll), ("NB", test_elbo_nb, test_ll_nb)]:
-    print(f"{name:>6}  {elbo.mean():8.1f}  {ll.mean():8.1f}  {zeros[name]:14.0f}")
-print(f"observed zeros in the held-out cells: {observed_zeros}")
+    print(f"{name:>24}: {elbo.mean():8.1f}  {ll.mean():8.1f}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# NBVAL_TOLERANCE rel=0.05
+for name in ["ZINB", "NB"]:
+    print(f"expected zeros under {name:<4}: {zeros[name]:7.0f}")
+print(f"observed zeros:          {observed_zeros:7d}")
+expect_result(test_ll.mean() > test_ll_nb.mean() + 5 and abs(zeros["ZINB"] - observed_zeros) < abs(zeros["NB"] - observed_zeros),
+              "on CORTEX the ZINB model fits better than the NB model (several nats per cell) and predicts the zeros better")
 
 # %% [markdown]
 # **Question.** What does the zero-inflation part of scVI ($h_{ng}$, $f_h$) model, and when is it needed? Use the
@@ -726,12 +760,14 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
+# NBVAL_TOLERANCE abs=0.1
 rows = [(name, scvi.batch_mixing_entropy(lat, kang.obs["condition"], k=50),
          scvi.clustering_scores(lat, kang.obs["cell_type"], random_state=0)["ari"])
         for name, lat in [("log-normalised counts, PCA", pcs_before), ("scVI latent space", latent_kang)]]
 print(f"{'':>28}  {'batch mixing':>12}  {'cell-type ARI':>13}")
 for name, mixing, ari in rows:
     print(f"{name:>28}  {mixing:12.3f}  {ari:13.3f}")
+expect_result(rows[1][1] > rows[0][1] + 0.3, "scVI's latent space mixes the two conditions far better than PCA of the counts")
 
 # %% [markdown]
 # The batch is still in the model, in the decoder. Decoding the *same* cells once as controls and once as stimulated
@@ -739,7 +775,7 @@ for name, mixing, ari in rows:
 # without the noise of the counts. ISG15 is a classic interferon-stimulated gene:
 
 # %%
-# NBVAL_CHECK_OUTPUT
+# (not compared by the notebook checks: decoded expression moves by 10 to 30 % with the seed)
 gene = "ISG15"
 j = list(kang.var_names).index(gene)
 as_ctrl = model_kang.get_normalized_expression(transform_batch="CTRL", library_size=1e4)[:, j]
@@ -749,6 +785,7 @@ for cell_type in ["CD14 Mono", "CD4 Naive T", "B", "NK"]:
     sel = (kang.obs["cell_type"] == cell_type).to_numpy()
     print(f"{cell_type:>12}: {as_ctrl[sel].mean():7.1f} -> {as_stim[sel].mean():7.1f}"
           f"  (log2 fold change {np.log2(as_stim[sel].mean() / as_ctrl[sel].mean()):.1f})")
+    expect_result(as_stim[sel].mean() > 4 * as_ctrl[sel].mean(), f"stimulation raises {gene} many times over in {cell_type}")
 
 # %% [markdown]
 # ## 11. Handing over to scvi-tools

@@ -37,7 +37,7 @@ def get_matrix(data, layer: str | None = None):
             X = data.layers[layer]
         else:
             raise KeyError(
-                f"the AnnData has no layer {layer!r}; its layers are {sorted(data.layers)}: "
+                f"the AnnData has no layer {layer!r}; its layers are {sorted(k for k in data.layers if isinstance(k, str))}: "
                 "pass one of them, or layer=None for adata.X"
             )
         if X is None:

@@ -27,6 +27,7 @@ __all__ = [
     "shuffle_seed",
     "quick_mode",
     "n_epochs",
+    "expect_result",
     "MinibatchLoader",
     "History",
     "train",
@@ -88,6 +89,18 @@ def quick_mode() -> bool:
 def n_epochs(full: int, quick: int = 2) -> int:
     """``full`` epochs normally, ``quick`` epochs under ``SCLECTURE_QUICK=1``."""
     return min(full, quick) if quick_mode() else full
+
+
+def expect_result(holds: bool, claim: str) -> None:
+    """Fail loudly when a result that the lesson's text states does not hold in this run.
+
+    The text and the printed numbers of a lesson must not drift apart: a change (of code, data
+    or library) that breaks a stated result stops the notebook here, while noise within the
+    claim's margin does not. Quick runs (``SCLECTURE_QUICK=1``) train too briefly to reproduce
+    results, so they are not held to them.
+    """
+    if not holds and not quick_mode():
+        raise AssertionError(f"the lesson's text says: {claim}; this run disagrees (see the numbers above)")
 
 
 def _as_batchable(array, device: torch.device, dtype: torch.dtype | None):

