@@ -175,7 +175,11 @@ def _write(rows, out_name):
                       "for a tolerance with both parts, an upper bound). Rows where nothing moved are left out. "
                       "seed k: the model's seeds (initial weights, minibatch order, Monte Carlo draws) set to k, "
                       "data and splits unchanged; omp1: OMP_NUM_THREADS=1; aten-default: "
-                      "ATEN_CPU_CAPABILITY=default; mkl-compatible: MKL_CBWR=COMPATIBLE.")
+                      "ATEN_CPU_CAPABILITY=default; mkl-compatible: MKL_CBWR=COMPATIBLE. "
+                      "Cells compared to the last digit print numbers that depend on their seed but not on the "
+                      "machine (a seeded Monte Carlo estimate or draw, a perceptron's updates, EM from a seeded "
+                      "start): no machine variation moved them, and their seed rows only show what another seed "
+                      "would print.")
 
 
 def report(tables: list[str], out_name: str = "notebook_spread"):

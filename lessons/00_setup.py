@@ -14,7 +14,9 @@
 #
 # Replace every `raise NotImplementedError()` with your own code, run the test cell below it, and move
 # on when it passes silently. The reference implementations in the `sclecture` package may be read
-# but not called in an exercise: grading gives no points for a call.
+# but not called in an exercise: grading gives no points for a call. (So that a lesson still runs past an
+# exercise you have not solved yet, later cells use the reference in its place; during grading it returns
+# slightly altered numbers, so an exercise of yours that builds on an unsolved one cannot pass either.)
 
 # %% [colab-setup]
 

@@ -61,6 +61,12 @@ _MINUTES = {"03_actinn": 4, "06_scvi": 4, "05_vae": 3, "04_fa_ppca": 2.5, "02_ml
             "01_logistic_regression": 1.5, "00_setup": 1}
 
 
+# modules whose tests share one group (loadscope): the whole module's minutes
+_MODULE_MINUTES = {"test_attacks.py": 6, "test_verdict.py": 4, "test_colab.py": 3,
+                   "test_grading_workflow.py": 2.5, "test_gitignore.py": 1.5, "test_browser.py": 1.5,
+                   "test_sandbox.py": 0.5}
+
+
 def _weight(item) -> float:
     nodeid = item.nodeid
     for lesson, minutes in _MINUTES.items():
@@ -70,10 +76,9 @@ def _weight(item) -> float:
             return minutes * 1.2
         if f"::TestExtendedCorpus_{lesson}::" in nodeid:
             return minutes
-    if nodeid.startswith("tests/test_grading_workflow.py::"):
-        return 2.5  # the exchange and regrading tests share the module's group
-    if nodeid.startswith("tests/test_browser.py::"):
-        return 1.5
+    for module, minutes in _MODULE_MINUTES.items():
+        if nodeid.startswith(f"tests/{module}::"):
+            return minutes
     return 0.0
 
 

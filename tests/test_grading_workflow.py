@@ -4,8 +4,11 @@ Every lesson is graded (with SCLECTURE_QUICK=1, as `make grade` does) for five s
 the full solution, the untouched release, a partial solution, one whose code raises and
 one that loops forever. Two lessons also get the submissions students hand in when things
 go wrong: edited and deleted test cells, moved and added cells, a renamed notebook, a
-monkeypatching cheat, another kernel name, non-UTF-8 bytes, a truncated file and a
-notebook saved by a newer nbgrader. The scores are read from the gradebook and compared
+monkeypatching cheat, another kernel name, non-UTF-8 bytes, a truncated file, a
+notebook saved by a newer nbgrader, and cells pasted into a new notebook without nbgrader's
+metadata (matched to the release by content; a missing test cell reported, never a silent
+0). Every kernel runs in the grading sandbox (tests/test_attacks.py proves what that stops).
+The scores are read from the gradebook and compared
 with the points each case must earn (the full solution's full marks also prove that the
 solution passes its own hidden tests).
 The exchange path (release, fetch, submit, collect) is tested with two students.
@@ -230,6 +233,16 @@ def build_extended_corpus(name, folder: Path) -> dict[str, float]:
     (folder / f"truncated_{name}.ipynb").write_text(text[: len(text) // 3])
     expected["truncated"] = None
 
+    # cells copied into a new notebook (or saved by a tool that drops cell metadata): matched
+    # to the release by content and graded
+    nb = nbformat.v4.new_notebook(cells=[_bare(c) for c in _solve(release, source).cells])
+    write("nometa", nb, total)
+    # ... and one whose last test cell is gone as well: reported, never a silent 0
+    cells = [_bare(c) for c in _solve(release, source).cells]
+    last = max(i for i, c in enumerate(release.cells) if _is_test(c))
+    del cells[last]
+    write("lostcells", nbformat.v4.new_notebook(cells=cells), total - _points(release.cells[last]))
+
     # saved by a newer nbgrader: it stops nbgrader's whole run, which must cost this student only
     nb = _solve(release, source)
     for cell in nb.cells:
@@ -237,6 +250,12 @@ def build_extended_corpus(name, folder: Path) -> dict[str, float]:
             cell.metadata["nbgrader"]["schema_version"] = 99
     write("newerformat", nb, None)
     return expected
+
+
+def _bare(cell):
+    """The cell as a new notebook gets it when its content is pasted: no metadata, no outputs."""
+    make = nbformat.v4.new_code_cell if cell.cell_type == "code" else nbformat.v4.new_markdown_cell
+    return make(cell.source)
 
 
 def _stub_is_in_function(nb):
@@ -259,6 +278,10 @@ def check_extended_corpus(name, tmp_path):
     assert any("not a readable notebook" in n for n in results["truncated"].notes)
     assert any("could not grade" in n and "newer version" in n for n in results["newerformat"].notes), \
         results["newerformat"].notes
+    assert any("metadata lost" in n and "matched to the release" in n for n in results["nometa"].notes)
+    lost = _release(name).cells[max(i for i, c in enumerate(_release(name).cells) if _is_test(c))]
+    assert any("metadata lost" in n and lost.metadata["nbgrader"]["grade_id"] in n and "could not be found" in n
+               for n in results["lostcells"].notes), results["lostcells"].notes
     # the maximum counts every graded cell: autograded tests and manually graded answers
     max_scores = {r.max_score for s, r in results.items() if r.score is not None}
     graded = [c for c in _release(name).cells if c.metadata.get("nbgrader", {}).get("grade", False)]

@@ -1,0 +1,131 @@
+"""The sandbox that every submission's kernel runs in (tools/sandbox.py), tested without nbgrader.
+
+A short Python program runs in the sandbox as a kernel would, and reports what it can see and
+do; the limits are tested with programs that break them. tests/test_attacks.py tests the same
+through the grading command, with whole submissions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+import grade as grading_tool  # noqa: E402  (tools/grade.py)
+import sandbox  # noqa: E402  (tools/sandbox.py)
+
+
+@pytest.fixture()
+def settings(tmp_path_factory):
+    import tempfile
+
+    run = Path(tempfile.mkdtemp(prefix="sclecture-test-"))  # short: socket paths have a length limit
+    package = run / "package"
+    shutil.copytree(ROOT / "sclecture", package / "sclecture", ignore=shutil.ignore_patterns("__pycache__"))
+    os.chmod(run, 0o755)
+    for p in [package, *package.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    s = sandbox.Settings(run_dir=str(run), package_dir=str(package), memory_gb=1.0, notebook_timeout=60,
+                         uid=sandbox.UID_BASE + 63 if os.geteuid() == 0 else None)
+    s.job = str(sandbox.prepare_job(s, "job"))
+    yield s
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def run_inside(settings, code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    sandbox.check_available()
+    return subprocess.run(sandbox.command(settings, [sys.executable, "-c", code]), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+PROBE = r"""
+import json, os, socket, sys
+out = {"uid": os.getuid(), "cwd": os.getcwd(), "root": sorted(os.listdir("/")),
+       "repo": sorted(os.listdir(sys.argv[1])) if os.path.exists(sys.argv[1]) else None,
+       "processes": len([p for p in os.listdir("/proc") if p.isdigit()])}
+import sclecture
+out["package"] = sclecture.__file__
+for name, path in (("package", sclecture.__file__), ("venv", sys.prefix + "/pyvenv.cfg")):
+    try:
+        open(path, "a").write("#")
+        out["wrote " + name] = True
+    except OSError as err:
+        out["wrote " + name] = type(err).__name__
+try:
+    socket.create_connection(("pypi.org", 443), timeout=3)
+    out["network"] = True
+except OSError as err:
+    out["network"] = type(err).__name__
+open(os.environ["HOME"] + "/scratch", "w").write("ok")
+open(os.environ["SCLECTURE_RECORD"], "a").write("recorded\n")
+print(json.dumps(out))
+"""
+
+
+def test_the_kernel_sees_nothing_of_the_course(settings):
+    res = run_inside(settings, PROBE.replace("sys.argv[1]", repr(str(ROOT))))
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["package"].startswith("/opt/sclecture-grading/"), out  # the copy, not the checkout
+    # of the repository only the environment is there when it lives inside it
+    assert out["repo"] in (None, [".venv"]), out["repo"]
+    assert out["wrote package"] != True and out["wrote venv"] != True, out  # noqa: E712
+    assert out["network"] != True, out  # noqa: E712
+    assert out["processes"] <= 3, out  # its own PID namespace: init, the program (and nothing else)
+    if os.geteuid() == 0:
+        assert out["uid"] == settings.uid, out
+    assert (Path(settings.job) / "record.jsonl").read_text() == "recorded\n"
+
+
+def test_memory_over_all_processes_is_limited_and_nothing_outlives_the_sandbox(settings):
+    # four children of 400 MB each: each under the per-process ceiling, together over 1 GiB
+    code = ("import subprocess, sys, time\n"
+            "ps = [subprocess.Popen([sys.executable, '-c', \"import time; b = b'x' * (400 << 20); time.sleep(60)\"]) "
+            "for _ in range(4)]\n"
+            "time.sleep(60)\n")
+    proc = subprocess.Popen(sandbox.command(settings, [sys.executable, "-c", code]),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    watchdog = sandbox.Watchdog(settings, proc.pid)
+    start = time.monotonic()
+    assert watchdog.ns is not None
+    proc.wait(timeout=50)
+    watchdog.thread.join(timeout=5)
+    assert "more than 1 GiB of memory" in watchdog.reason, watchdog.reason
+    assert time.monotonic() - start < 40
+    assert sandbox.processes_in(watchdog.ns) == []
+    outcome = json.loads((Path(settings.job).parent / "job.outcome.json").read_text())
+    assert outcome["killed"] == watchdog.reason and outcome["peak_memory_bytes"] > 2**30
+
+
+def test_a_detached_process_ends_with_the_sandbox(settings):
+    code = ("import os, subprocess, sys\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], start_new_session=True)\n"
+            "if os.fork() == 0:\n    os.setsid()\n    os.execv('/bin/sleep', ['sleep', '300'])\n")
+    proc = subprocess.Popen(sandbox.command(settings, [sys.executable, "-c", code]))
+    watchdog = sandbox.Watchdog(settings, proc.pid)
+    proc.wait(timeout=60)  # the program returns at once; its init then ends the namespace
+    watchdog.stop()
+    assert sandbox.processes_in(watchdog.ns) == []
+    assert watchdog.reason == ""
+
+
+def test_without_bubblewrap_grading_refuses_unless_told(monkeypatch, tmp_path):
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)
+    with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+        sandbox.check_available()
+    with pytest.raises(SystemExit, match="(?s)refusing to run student code without a sandbox.*--unsafe-no-sandbox"):
+        grading_tool.grade("00_setup", tmp_path, course=tmp_path / "c", quiet=True)
+    # the explicit flag goes past the check (and on to the next problem: no submissions here)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no .ipynb files"):
+        grading_tool.grade("00_setup", tmp_path / "empty", course=tmp_path / "c", quiet=True,
+                           unsafe_no_sandbox=True)
