@@ -112,8 +112,14 @@ def _exercise_layout(nb):
     return total, last_tests, before, n_ex
 
 
+# the lessons whose core corpus also has a student whose last exercise raises and one whose
+# last exercise never ends (the slowest submission to grade); the other lessons' corpora check
+# that their solution, their untouched release and a half-solved notebook are graded exactly
+FAILING_CODE_LESSONS = ("00_setup", "01_logistic_regression")
+
+
 def build_core_corpus(name, folder: Path) -> dict[str, float]:
-    """Write the five core submissions of a lesson as <student>_<lesson>.ipynb; return expected scores."""
+    """Write the core submissions of a lesson as <student>_<lesson>.ipynb; return expected scores."""
     source, release = _source(name), _release(name)
     total, last_tests, before, n_ex = _exercise_layout(release)
     half = max(1, n_ex // 2)
@@ -126,6 +132,8 @@ def build_core_corpus(name, folder: Path) -> dict[str, float]:
     write("solved", _solve(release, source), total)
     write("untouched", release, 0.0)
     write("partial", _solve(release, source, which=set(range(half))), before[half] if half < n_ex else total)
+    if name not in FAILING_CODE_LESSONS:  # how a failing exercise is graded does not depend on the lesson
+        return expected
     write("raises", _replace_stub(_solve(release, source, which=set(range(n_ex - 1))), n_ex - 1,
                                   'raise ValueError("a bug in my code")'), total - last_tests)
     write("loops", _replace_stub(_solve(release, source, which=set(range(n_ex - 1))), n_ex - 1,
@@ -145,7 +153,8 @@ def check_core_corpus(name, tmp_path):
     before = {p.name: p.read_bytes() for p in subs.iterdir()}
     results = grading_tool.grade(name, subs, course=tmp_path / "course", timeout=TIMEOUT, quiet=True)
     assert _scores(results) == expected, {s: (r.score, r.failed, r.notes) for s, r in results.items()}
-    assert any("timed out" in n for n in results["loops"].notes), results["loops"].notes
+    if "loops" in results:
+        assert any("timed out" in n for n in results["loops"].notes), results["loops"].notes
     # the submissions themselves are untouched
     assert {p.name: p.read_bytes() for p in subs.iterdir()} == before
     # the untouched release failed only in its test cells, with NotImplementedError

@@ -191,3 +191,13 @@ def test_repository_url_comes_from_pyproject(tmp_path, monkeypatch):
     monkeypatch.setattr(nbtool, "ROOT", tmp_path)
     assert "colab.research.google.com/github/someone/fork/blob/main/notebooks/00_setup" in nbtool.colab_badge("00_setup")
     assert "git+https://github.com/someone/fork" in nbtool.colab_setup_source()
+
+
+@pytest.mark.parametrize("name", lesson_params())
+def test_stored_solution_shows_its_figures(name):
+    """Every plt.show() of a solution left a figure in the stored outputs (they render on GitHub and in the site)."""
+    nb = nbformat.read(ROOT / "solutions" / name / f"{name}.ipynb", as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "plt.show()" in cell.source:
+            images = sum("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+            assert images, f"{name} cell {i} calls plt.show() but stored no figure: execute with `make execute`, not under MPLBACKEND=Agg"

@@ -320,6 +320,9 @@ def execute(lessons: list[str], timeout: int = 900) -> None:
     from nbclient import NotebookClient
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # the stored outputs carry the figures: a non-interactive backend (MPLBACKEND=Agg, as the
+    # tests set it) would leave every plt.show() without an image
+    os.environ.pop("MPLBACKEND", None)
     for name in lessons:
         path = SOLUTIONS / name / f"{name}.ipynb"
         if not path.exists():
