@@ -333,3 +333,60 @@ def test_jupyterlab_runs_lesson_01_and_formgrader_lists_lessons(driver, lab):
                     "extension enable --sys-prefix nbgrader.server_extensions.formgrader`")
     _run_lesson_01(base, token, driver)
     _formgrader_lists_lessons(driver)
+
+
+# ------------------------------------------------------------------ feedback is inert
+ACTIVE = [  # what a submission's outputs and markdown could carry into an HTML page
+    ("text/html", '<script>window.PWNED = (window.PWNED || 0) + 1;</script><b>bold</b>'),
+    ("text/html", '<img src="x.png" onerror="window.PWNED = (window.PWNED || 0) + 1">'),
+    ("image/svg+xml", '<svg xmlns="http://www.w3.org/2000/svg" onload="window.PWNED = (window.PWNED || 0) + 1"></svg>'),
+    ("application/javascript", "window.PWNED = (window.PWNED || 0) + 1;"),
+]
+
+
+def _feedback_html(nb, folder: Path) -> Path:
+    """The notebook as nbgrader's generate_feedback renders it (HTMLExporter, its 'feedback' template)."""
+    import nbgrader
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
+
+    formgrader = Path(nbgrader.__file__).parent / "server_extensions" / "formgrader"
+    c = Config()  # as nbgrader's GenerateFeedback configures it
+    c.HTMLExporter.template_name = "feedback"
+    c.HTMLExporter.extra_template_basedirs = [str(formgrader / "templates")]
+    c.HTMLExporter.extra_template_paths = [str(formgrader / "static" / "node_modules" / "bootstrap" / "dist" / "css")]
+    html, _ = HTMLExporter(config=c).from_notebook_node(nb, resources={"nbgrader": {"score": 0, "max_score": 1, "late_penalty": 0, "notebook": "feedback"}})
+    path = folder / "feedback.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def test_feedback_from_a_hostile_notebook_runs_nothing_in_a_browser(driver, tmp_path):
+    """Scripts, event handlers, SVG and JavaScript outputs of a submission run in the raw page but not
+    in the feedback that grading produces (tools/grade.py's sanitise_outputs)."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import grade as grading_tool
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print('hello')")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={mime: payload, "text/plain": "<a display>"})
+                    for mime, payload in ACTIVE]
+    nb.cells = [nbformat.v4.new_markdown_cell('My answer <img src="y.png" onerror="window.PWNED = 99">'), cell]
+
+    def pwned(path: Path):
+        driver.get(path.as_uri())
+        time.sleep(0.5)  # onerror / onload handlers fire after the load
+        return driver.execute_script("return window.PWNED || 0;")
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    assert pwned(_feedback_html(nb, raw)) > 0, "the unsanitised page should run the submission's scripts (test is blind)"
+
+    graded = tmp_path / "graded.ipynb"
+    nbformat.write(nb, graded)
+    grading_tool.sanitise_outputs(graded)
+    safe = tmp_path / "safe"
+    safe.mkdir()
+    page = _feedback_html(nbformat.read(graded, as_version=4), safe)
+    assert pwned(page) == 0, "a script of the submission ran in the feedback page"
+    assert "My answer" in page.read_text(encoding="utf-8")  # the student's text is still shown
