@@ -80,14 +80,12 @@ def _nbgrader(args: list[str], course: Path, env: dict | None = None, memory_gb:
     try:
         res = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True,
                              preexec_fn=limit if memory_gb else None, timeout=timeout)
+        text = f"{res.stdout}\n{res.stderr}"
     except subprocess.TimeoutExpired:
-        if log is not None:
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text(f"$ {' '.join(cmd)}\n(killed after {timeout} s)\n", encoding="utf-8")
-        return None
+        res, text = None, f"(killed after {timeout} s)\n"
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(f"$ {' '.join(cmd)}\n{res.stdout}\n{res.stderr}", encoding="utf-8")
+        log.write_text(f"$ {' '.join(cmd)}\n{text}", encoding="utf-8")
     return res
 
 
@@ -340,18 +338,12 @@ def autograde(course: Path, lesson: str, students: list[str], results: dict[str,
         shutil.rmtree(run, ignore_errors=True)
 
 
-def build_package(dest: Path) -> None:
-    """The read-only copy of ``sclecture`` that sandboxed kernels import: the grading build."""
-    import verdict
-
-    verdict.build_grading_package(dest)
-
-
 def _sandbox_settings(run: Path, env: dict, memory_gb: float, notebook_timeout: float, timeout: int):
     import sandbox
+    import verdict
 
     package = run / "package"
-    build_package(package)
+    verdict.build_grading_package(package)  # the read-only copy of sclecture that sandboxed kernels import
     import compileall
 
     compileall.compile_dir(str(package), quiet=2)  # the copy is read-only in the sandbox: compile it here
