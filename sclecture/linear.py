@@ -13,9 +13,13 @@ them on ``sclecture.get_device()``); the lesson's exercises re-implement them in
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import scipy.special
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+
+from ._validation import check_fitted, check_labels, check_matrix, check_positive, feature_names
+from .base import StoreMixin
 
 __all__ = [
     "sigmoid",
@@ -130,76 +134,58 @@ def perceptron_update(x, y, beta, beta0):
     return np.asarray(beta, dtype=float) + error * x, float(beta0 + error)
 
 
-# --- input checks -------------------------------------------------------------------------
-
-
-def _is_anndata(obj) -> bool:
-    return type(obj).__name__ == "AnnData" and hasattr(obj, "obs")
-
-
-def _check_X(X, layer=None, n_features=None) -> np.ndarray:
-    """A dense float64 cells x features matrix from an array, sparse matrix or AnnData."""
-    from .preprocessing import get_matrix
-
-    X = get_matrix(X, layer)
-    X = X.toarray() if sp.issparse(X) else X
-    if X.dtype.kind not in "biuf":
-        raise TypeError(f"X must hold numbers, got dtype {X.dtype}: convert it with np.asarray(X, dtype=float)")
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be a 2-d cells x features matrix, got shape {X.shape}: use X.reshape(-1, 1) for one feature")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X is empty (shape {X.shape}): it needs at least one cell and one feature")
-    n_bad = int((~np.isfinite(X)).sum())
-    if n_bad:
-        raise ValueError(
-            f"X contains {n_bad} NaN or infinite value(s): remove those cells or features, or fill them in, before fitting"
-        )
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(f"X has {X.shape[1]} features but the model was fitted with {n_features}: give the same features (genes) in the same order")
-    return X
-
-
-def _check_Xy(X, y, layer=None, both_classes=True):
-    if isinstance(y, str):
-        if not _is_anndata(X):
-            raise TypeError(f"y={y!r} names an obs column, which needs an AnnData; pass the labels themselves for a matrix")
-        if y not in X.obs:
-            raise KeyError(f"the AnnData has no obs column {y!r}; its columns are {list(X.obs.columns)}")
-        y = X.obs[y].to_numpy()
-    Xm = _check_X(X, layer)
-    y = np.asarray(y)
-    if y.ndim != 1:
-        y = y.squeeze() if y.ndim == 2 and 1 in y.shape else y
-        if y.ndim != 1:
-            raise ValueError(f"y must be a 1-d vector of 0/1 labels, got shape {np.asarray(y).shape}")
-    if len(y) != Xm.shape[0]:
-        raise ValueError(f"X has {Xm.shape[0]} cells (rows) but y has {len(y)} labels: give one label per cell")
-    if y.dtype == bool:
-        y = y.astype(float)
-    if y.dtype.kind not in "iuf" or not np.all(np.isin(y, (0, 1))):
-        values = np.unique(y.astype(object) if y.dtype.kind not in "iuf" else y)[:5]
-        raise ValueError(
-            f"y must hold binary labels 0/1 (or True/False); got values such as {list(values)}: "
-            "encode the class of interest, e.g. y = (labels == 'B').astype(int)"
-        )
-    y = y.astype(np.float64)
-    if both_classes and y.min() == y.max():
-        raise ValueError(f"y holds a single class ({int(y[0])}) only: a classifier needs examples of both 0 and 1")
-    return Xm, y
-
-
-def _check_positive(value, name, integer=False):
-    ok = isinstance(value, (int, np.integer)) if integer else isinstance(value, (int, float, np.integer, np.floating))
-    if isinstance(value, bool) or not ok or not value > 0:
-        kind = "a positive integer" if integer else "a positive number"
-        raise ValueError(f"{name} must be {kind}, got {value!r}")
-
-
 # --- estimators --------------------------------------------------------------------------
 
 
-class LogisticRegression:
+class _BinaryLinearClassifier(ClassifierMixin, BaseEstimator):
+    """What logistic regression and the perceptron share: two classes, eta = x^T beta + beta_0.
+
+    Any two labels work; ``classes_[1]`` plays y = 1 (scikit-learn's convention), so with
+    labels 0/1 (or False/True) y means what it does in the lecture.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        tags.input_tags.sparse = True
+        return tags
+
+    def _check_fit_data(self, X, y, layer):
+        """The checked matrix and y coded 0/1; sets ``classes_``, ``n_features_in_``, ``feature_names_in_``."""
+        Xm = check_matrix(X, layer=layer)
+        y = check_labels(X, y)
+        check_classification_targets(y)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) == 1:
+            raise ValueError(f"y holds one class only ({self.classes_[0]!r}): a classifier needs examples of two classes")
+        if len(self.classes_) > 2:
+            raise ValueError(
+                f"Only binary classification is supported. y holds {len(self.classes_)} classes "
+                f"{list(self.classes_[:5])}: encode the class of interest, e.g. y = (labels == 'B'), "
+                "and fit one model per cell type (one-vs-rest)"
+            )
+        self.n_features_in_ = Xm.shape[1]
+        names = feature_names(X)
+        if names is not None:
+            self.feature_names_in_ = names
+        return Xm, (y == self.classes_[1]).astype(np.float64)
+
+    def decision_function(self, X, layer=None):
+        """eta = x^T beta + beta_0 for every cell (for logistic regression: the log-odds)."""
+        check_fitted(self)
+        return check_matrix(X, layer=layer, n_features=self.n_features_in_) @ self.coef_ + self.intercept_
+
+    def predict(self, X, layer=None):
+        """``classes_[1]`` where x^T beta + beta_0 >= 0 (sign = 1, p >= 1/2), else ``classes_[0]``."""
+        eta = self.decision_function(X, layer)
+        return self.classes_[(eta >= 0).astype(int)]
+
+    def score(self, X, y, layer=None):
+        """Accuracy: the fraction of cells whose predicted label equals y (labels or an obs key)."""
+        return float(np.mean(self.predict(X, layer) == check_labels(X, y)))
+
+
+class LogisticRegression(StoreMixin, _BinaryLinearClassifier):
     """Logistic regression, p(y = 1 | x) = sigm(x^T beta + beta_0), fitted by gradient ascent.
 
     Parameters
@@ -213,9 +199,12 @@ class LogisticRegression:
         from small random weights N(0, 0.01^2).
     device : where the arithmetic runs (default ``sclecture.get_device()``).
 
-    Attributes: ``coef_`` (beta), ``intercept_`` (beta_0), ``log_likelihood_`` (log L after
-    each step), ``n_iter_``, ``converged_``.
+    Attributes: ``coef_`` (beta), ``intercept_`` (beta_0), ``classes_`` (``classes_[1]`` is
+    y = 1), ``log_likelihood_`` (log L after each step), ``n_iter_``, ``converged_``.
+    ``store(adata)`` writes the prediction to ``adata.obs["logreg_prediction"]``.
     """
+
+    _store_kind, _store_key = "obs", "logreg"
 
     def __init__(self, lr=0.5, n_iter=1000, l2=0.0, tol=1e-6, random_state=None, device=None):
         self.lr = lr
@@ -226,11 +215,12 @@ class LogisticRegression:
         self.device = device
 
     def fit(self, X, y, layer=None):
-        _check_positive(self.lr, "lr")
-        _check_positive(self.n_iter, "n_iter", integer=True)
-        if not self.l2 >= 0 or not self.tol >= 0:
-            raise ValueError(f"l2 and tol must be >= 0, got l2={self.l2!r}, tol={self.tol!r}")
-        Xm, y = _check_Xy(X, y, layer)
+        """Maximise log L(beta, beta_0) - (l2 / 2) ||beta||^2 on the cells of X with labels y."""
+        check_positive(self.lr, "lr")
+        check_positive(self.n_iter, "n_iter", integer=True)
+        check_positive(self.l2, "l2", allow_zero=True)
+        check_positive(self.tol, "tol", allow_zero=True)
+        Xm, y = self._check_fit_data(X, y, layer)
         from .training import get_device
 
         dev = get_device(self.device)
@@ -250,34 +240,15 @@ class LogisticRegression:
         self.log_likelihood_ = history
         self.n_iter_ = len(history)
         self.converged_ = self.n_iter_ < self.n_iter
-        self.n_features_in_ = Xm.shape[1]
         return self
 
-    def _check_fitted(self):
-        if not hasattr(self, "coef_"):
-            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first")
-
-    def decision_function(self, X, layer=None):
-        """eta = x^T beta + beta_0 for every cell (the log-odds)."""
-        self._check_fitted()
-        return _check_X(X, layer, self.n_features_in_) @ self.coef_ + self.intercept_
-
     def predict_proba(self, X, layer=None):
-        """cells x 2 matrix of (p(y = 0 | x), p(y = 1 | x)), p = sigm(x^T beta + beta_0)."""
+        """cells x 2 matrix of (p(y = classes_[0] | x), p(y = classes_[1] | x)), p = sigm(x^T beta + beta_0)."""
         p1 = sigmoid(self.decision_function(X, layer))
         return np.column_stack([1 - p1, p1])
 
-    def predict(self, X, layer=None):
-        """1 where p(y = 1 | x) >= 1/2, i.e. where x^T beta + beta_0 >= 0; else 0."""
-        return (self.decision_function(X, layer) >= 0).astype(int)
 
-    def score(self, X, y, layer=None):
-        """Accuracy: the fraction of cells whose predicted label equals y."""
-        Xm, y = _check_Xy(X, y, layer, both_classes=False)
-        return float(np.mean(self.predict(Xm) == y))
-
-
-class Perceptron:
+class Perceptron(_BinaryLinearClassifier):
     """Rosenblatt's perceptron, y = sign(beta^T x + beta_0), with the classic learning rule.
 
     Every epoch visits the cells in a new random order (seeded by ``random_state``) and applies
@@ -286,8 +257,8 @@ class Perceptron:
     rule makes finitely many updates; otherwise it never settles. Sequential updates run on
     the CPU in NumPy.
 
-    Attributes: ``coef_``, ``intercept_``, ``n_updates_`` (updates made), ``n_epochs_``,
-    ``converged_``, ``mistakes_`` (mistakes per epoch).
+    Attributes: ``coef_``, ``intercept_``, ``classes_``, ``n_updates_`` (updates made),
+    ``n_iter_`` (epochs run), ``converged_``, ``mistakes_`` (mistakes per epoch).
     """
 
     def __init__(self, max_epochs=100, random_state=0):
@@ -295,8 +266,9 @@ class Perceptron:
         self.random_state = random_state
 
     def fit(self, X, y, layer=None):
-        _check_positive(self.max_epochs, "max_epochs", integer=True)
-        Xm, y = _check_Xy(X, y, layer)
+        """Run the perceptron rule over the cells, epoch after epoch, until an epoch without a mistake."""
+        check_positive(self.max_epochs, "max_epochs", integer=True)
+        Xm, y = self._check_fit_data(X, y, layer)
         rng = np.random.default_rng(self.random_state)
         beta, beta0 = np.zeros(Xm.shape[1]), 0.0
         self.n_updates_, self.mistakes_, self.converged_ = 0, [], False
@@ -313,27 +285,8 @@ class Perceptron:
                 self.converged_ = True
                 break
         self.coef_, self.intercept_ = beta, beta0
-        self.n_epochs_ = len(self.mistakes_)
-        self.n_features_in_ = Xm.shape[1]
+        self.n_iter_ = len(self.mistakes_)
         return self
-
-    def _check_fitted(self):
-        if not hasattr(self, "coef_"):
-            raise RuntimeError("this Perceptron is not fitted yet: call fit(X, y) first")
-
-    def decision_function(self, X, layer=None):
-        """beta^T x + beta_0 for every cell."""
-        self._check_fitted()
-        return _check_X(X, layer, self.n_features_in_) @ self.coef_ + self.intercept_
-
-    def predict(self, X, layer=None):
-        """sign(beta^T x + beta_0) in {0, 1}."""
-        return step(self.decision_function(X, layer)).astype(int)
-
-    def score(self, X, y, layer=None):
-        """Accuracy: the fraction of cells whose predicted label equals y."""
-        Xm, y = _check_Xy(X, y, layer, both_classes=False)
-        return float(np.mean(self.predict(Xm) == y))
 
 
 # --- plotting ------------------------------------------------------------------------------

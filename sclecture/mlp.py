@@ -20,16 +20,22 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
 from torch import nn
+
+from ._validation import (check_binary_labels, check_choice, check_fitted, check_labels, check_matrix, check_positive,
+                          feature_names)
+from .base import StoreMixin
+from .linear import bernoulli_log_likelihood
 
 __all__ = [
     "identity", "identity_derivative", "sigmoid", "sigmoid_derivative", "tanh", "tanh_derivative",
     "relu", "relu_derivative", "ACTIVATIONS", "OUTPUTS",
-    "softmax", "log_softmax", "categorical_log_likelihood", "bernoulli_log_likelihood",
-    "gaussian_log_likelihood", "dense_layer", "numerical_gradient", "relative_error",
+    "softmax", "log_softmax", "categorical_log_likelihood", "gaussian_log_likelihood", "dense_layer", "numerical_gradient", "relative_error",
+    "initial_loss_check", "tiny_subset",
     "MLP", "two_layer_backward", "make_torch_mlp", "categorical_nll_loss", "TorchMLPClassifier", "plot_decision_surface",
 ]
 
@@ -104,23 +110,14 @@ def softmax(H, axis: int = -1):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
-def _check_labels(y, n: int, k: int, name: str = "y") -> np.ndarray:
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"{name} must hold one label per row ({n}); got shape {y.shape}")
-    if y.dtype.kind == "f":
-        if not np.all(np.isfinite(y)):
-            raise ValueError(f"{name} contains NaN or infinite labels: labels are integers 0..{k - 1}")
-        if np.any(y != np.round(y)):
-            raise ValueError(f"{name} holds non-integer labels: labels are integers 0..{k - 1}; "
-                             "encode class names with np.unique(names, return_inverse=True)")
-    elif y.dtype.kind not in "biu":
-        raise ValueError(f"{name} has dtype {y.dtype}; labels must be integers 0..{k - 1}: "
+def _check_class_codes(X, y, k: int) -> np.ndarray:
+    """Labels y_i in {0, ..., k-1}, one per row of X, as integers (the categorical likelihood's y)."""
+    y = check_labels(X, y)
+    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y)))):
+        raise ValueError(f"y holds non-integer labels (dtype {y.dtype}, e.g. {y[0]!r}): labels are integers 0..{k - 1}; "
                          "encode class names with np.unique(names, return_inverse=True)")
     y = y.astype(np.int64)
-    if n and (y.min() < 0 or y.max() > k - 1):
+    if len(y) and (y.min() < 0 or y.max() > k - 1):
         raise ValueError(f"labels must lie in 0..{k - 1} for {k} classes; got values {y.min()}..{y.max()}: "
                          "encode them with np.unique(labels, return_inverse=True) or widen the output layer")
     return y
@@ -131,21 +128,13 @@ def categorical_log_likelihood(H, y) -> float:
     H = np.asarray(H, dtype=float)
     if H.ndim != 2:
         raise ValueError(f"H must be an n x k matrix of logits; got shape {H.shape}")
-    y = _check_labels(y, H.shape[0], H.shape[1])
+    y = _check_class_codes(H, y, H.shape[1])
     return float(np.sum(log_softmax(H, axis=1)[np.arange(H.shape[0]), y]))
-
-
-def bernoulli_log_likelihood(a, y) -> float:
-    """log L = sum_i log Ber(y_i | sigm(a_i)) = sum_i [y_i a_i - log(1 + exp(a_i))], from logits a."""
-    a = np.asarray(a, dtype=float).reshape(-1)
-    y = _check_labels(y, a.shape[0], 2)
-    return float(np.sum(y * a - np.logaddexp(0.0, a)))
 
 
 def gaussian_log_likelihood(y, mean, sigma2: float = 1.0) -> float:
     """log L = sum_i log N(y_i | f(x_i; theta), sigma^2) = -sum_i (y_i - f_i)^2 / (2 sigma^2) - n/2 log(2 pi sigma^2)."""
-    if not sigma2 > 0:
-        raise ValueError(f"sigma2 must be positive, got {sigma2}")
+    check_positive(sigma2, "sigma2")
     y, mean = np.asarray(y, dtype=float), np.asarray(mean, dtype=float)
     if y.shape != mean.shape:
         raise ValueError(f"y and mean must have the same shape; got {y.shape} and {mean.shape}")
@@ -198,29 +187,35 @@ def relative_error(a, b) -> float:
     return float(np.max(np.abs(a - b), initial=0.0)) / denom
 
 
+# ---------------------------------------------------------- sanity checks before training
+
+def initial_loss_check(H, y, tol: float = 0.1) -> tuple[float, bool]:
+    """The loss -log L / n of logits H (n x k) for labels y, and whether it lies within tol * log k of
+    log k: an untrained network gives every class probability about 1/k, so -log(1/k) per cell."""
+    check_positive(tol, "tol")
+    H = np.asarray(H, dtype=float)
+    loss = -categorical_log_likelihood(H, y) / H.shape[0]
+    log_k = float(np.log(H.shape[1]))
+    return loss, bool(abs(loss - log_k) <= tol * log_k)
+
+
+def tiny_subset(y, per_class: int = 2) -> np.ndarray:
+    """Indices of the first ``per_class`` cells of every class (classes in increasing order, cells in
+    the order of y): a training set so small that a working network must fit it perfectly."""
+    check_positive(per_class, "per_class", integer=True)
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be a vector of labels, one per cell; got shape {y.shape}")
+    return np.concatenate([np.flatnonzero(y == c)[:per_class] for c in np.unique(y)]).astype(np.int64)
+
+
 # --------------------------------------------------------------------- NumPy MLP
 
-def _as_float_matrix(X, name: str = "X") -> np.ndarray:
-    if type(X).__name__ == "AnnData":
-        from .preprocessing import get_matrix
-
-        X = get_matrix(X)
-    if sp.issparse(X):
-        X = X.toarray()
-    X = np.asarray(X, dtype=float)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-d matrix with one row per example; got shape {X.shape}: "
-                         "use X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single example")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(X)))} NaN or infinite value(s): "
-                         "remove or impute them before fitting")
-    return X
-
-
-class MLP:
+class MLP(BaseEstimator):
     """A multilayer perceptron in NumPy with explicit backpropagation.
 
-    ``layer_sizes = (d, m_1, ..., m_{L-1}, k)``: input width, hidden widths, output width.
+    ``layer_sizes = (d, m_1, ..., m_{L-1}, k)``: input width, hidden widths, output width
+    (the default is the lesson's network for points in the plane and two classes).
     Hidden layers use ``activation`` phi ("relu", "tanh", "sigmoid", "identity"); the last
     layer uses ``output`` psi, which fixes the likelihood:
 
@@ -230,13 +225,14 @@ class MLP:
 
     ``fit`` maximises log L by gradient steps theta <- theta + lr * d log L / d theta (the loss
     minimised is the mean negative log-likelihood, -log L / n), full batch or in minibatches
-    of ``batch_size``. Parameters: ``weights_[l]`` (m_l x m_{l+1}) and ``biases_[l]``,
-    drawn from ``random_state`` when the network is made and again at the start of ``fit``.
+    of ``batch_size``. Parameters: ``weights_[l]`` (m_l x m_{l+1}) and ``biases_[l]``, drawn
+    from ``random_state`` by ``initialize()`` (which ``fit`` calls first), or given with
+    :meth:`from_weights`; ``forward`` and ``backward`` work on them.
     """
 
     def __init__(
         self,
-        layer_sizes: Sequence[int],
+        layer_sizes: Sequence[int] = (2, 16, 2),
         activation: str = "relu",
         output: str = "softmax",
         lr: float = 0.1,
@@ -245,28 +241,34 @@ class MLP:
         sigma2: float = 1.0,
         random_state: int = 0,
     ):
-        sizes = [int(s) for s in layer_sizes]
+        self.layer_sizes = layer_sizes
+        self.activation = activation
+        self.output = output
+        self.lr = lr
+        self.n_iter = n_iter
+        self.batch_size = batch_size
+        self.sigma2 = sigma2
+        self.random_state = random_state
+
+    def _check_params(self) -> list[int]:
+        """Check the hyperparameters; return the layer widths as integers."""
+        sizes = [int(s) for s in self.layer_sizes]
         if len(sizes) < 2 or any(s < 1 for s in sizes):
-            raise ValueError(f"layer_sizes must list at least an input and an output width, all >= 1; got {list(layer_sizes)}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        if output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}; choose one of {sorted(OUTPUTS)}")
-        if output == "sigmoid" and sizes[-1] != 1:
+            raise ValueError(f"layer_sizes must list at least an input and an output width, all >= 1; got {list(self.layer_sizes)}")
+        check_choice(self.activation, "activation", ACTIVATIONS)
+        check_choice(self.output, "output", OUTPUTS)
+        if self.output == "sigmoid" and sizes[-1] != 1:
             raise ValueError(f"a sigmoid (Bernoulli) output needs one output node, got {sizes[-1]}: "
                              "use output='softmax' for several classes")
-        if output == "softmax" and sizes[-1] < 2:
+        if self.output == "softmax" and sizes[-1] < 2:
             raise ValueError("a softmax output needs k >= 2 output nodes; for two classes use k = 2 "
                              "or output='sigmoid' with one node")
-        if not lr > 0 or int(n_iter) < 0 or not sigma2 > 0:
-            raise ValueError(f"lr and sigma2 must be positive and n_iter >= 0; got lr={lr}, sigma2={sigma2}, n_iter={n_iter}")
-        if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive integer or None (full batch), got {batch_size}")
-        self.layer_sizes = tuple(sizes)
-        self.activation, self.output = activation, output
-        self.lr, self.n_iter, self.batch_size = float(lr), int(n_iter), batch_size
-        self.sigma2, self.random_state = float(sigma2), random_state
-        self.initialize()
+        check_positive(self.lr, "lr")
+        check_positive(self.n_iter, "n_iter", integer=True, allow_zero=True)
+        check_positive(self.sigma2, "sigma2")
+        if self.batch_size is not None:
+            check_positive(self.batch_size, "batch_size (or None for full batch)", integer=True)
+        return sizes
 
     @classmethod
     def from_weights(cls, weights, biases, activation: str = "relu", output: str = "softmax", **kwargs) -> "MLP":
@@ -280,8 +282,9 @@ class MLP:
             if W.ndim != 2 or W.shape[0] != sizes[l] or b.shape != (W.shape[1],):
                 raise ValueError(f"layer {l + 1}: W has shape {W.shape} and b {b.shape}; expected "
                                  f"({sizes[l]}, m) and (m,) so that consecutive layers fit")
-        net = cls(sizes, activation=activation, output=output, **kwargs)
-        net.weights_, net.biases_ = weights, biases
+        net = cls(tuple(sizes), activation=activation, output=output, **kwargs)
+        net._check_params()
+        net.weights_, net.biases_, net.n_features_in_ = weights, biases, sizes[0]
         return net
 
     @property
@@ -290,28 +293,34 @@ class MLP:
 
     def initialize(self) -> "MLP":
         """Fresh parameters: W_l ~ N(0, g / m_l) (g = 2 for ReLU, 1 otherwise), b_l = 0."""
+        sizes = self._check_params()
         rng = np.random.default_rng(self.random_state)
         gain = 2.0 if self.activation == "relu" else 1.0
-        self.weights_ = [rng.normal(0.0, np.sqrt(gain / m), size=(m, m_next))
-                         for m, m_next in zip(self.layer_sizes[:-1], self.layer_sizes[1:])]
-        self.biases_ = [np.zeros(m_next) for m_next in self.layer_sizes[1:]]
+        self.weights_ = [rng.normal(0.0, np.sqrt(gain / m), size=(m, m_next)) for m, m_next in zip(sizes[:-1], sizes[1:])]
+        self.biases_ = [np.zeros(m_next) for m_next in sizes[1:]]
+        self.n_features_in_ = sizes[0]
         return self
 
     # ---- checks
-    def _check_X(self, X) -> np.ndarray:
-        X = _as_float_matrix(X)
-        if X.shape[1] != self.layer_sizes[0]:
+    def _check_X(self, X, n_inputs: int | None = None) -> np.ndarray:
+        """X as a float matrix with as many columns as the input layer (default: of the current weights)."""
+        if n_inputs is None:
+            check_fitted(self)
+            n_inputs = self.weights_[0].shape[0]
+        X = check_matrix(X)
+        if X.shape[1] != n_inputs:
             raise ValueError(f"X has {X.shape[1]} features (columns) but the network's input layer expects "
-                             f"{self.layer_sizes[0]}: pass the same features it was built for, or build it "
+                             f"{n_inputs}: pass the same features it was built for, or build it "
                              f"with layer_sizes[0] = {X.shape[1]}")
         return X
 
-    def _check_y(self, y, n: int) -> np.ndarray:
-        k = self.layer_sizes[-1]
+    def _check_y(self, X, y, k: int | None = None) -> np.ndarray:
+        k = self.weights_[-1].shape[1] if k is None else k
         if self.output == "softmax":
-            return _check_labels(y, n, k)
+            return _check_class_codes(X, y, k)
         if self.output == "sigmoid":
-            return _check_labels(y, n, 2).astype(float)[:, None]
+            return check_binary_labels(check_labels(X, y), both_classes=False)[:, None]
+        n = X.shape[0]
         y = np.asarray(y, dtype=float)
         if y.ndim == 1:
             y = y[:, None]
@@ -336,7 +345,7 @@ class MLP:
             Hs.append(H)
             A = H @ W + b  # a_l = W_l^T h_{l-1} + b_l
             As.append(A)
-            H = phi(A) if l < self.n_layers - 1 else self._psi(A)  # h_l = phi(a_l); y = psi(a_L)
+            H = phi(A) if l < len(self.weights_) - 1 else self._psi(A)  # h_l = phi(a_l); y = psi(a_L)
         return (H, {"A": As, "H": Hs}) if return_cache else H
 
     def _psi(self, A):
@@ -350,13 +359,13 @@ class MLP:
         if self.output == "softmax":
             return -categorical_log_likelihood(A_L, y) / n
         if self.output == "sigmoid":
-            return -bernoulli_log_likelihood(A_L[:, 0], y[:, 0]) / n
+            return -float(bernoulli_log_likelihood(y[:, 0], logits=A_L[:, 0])) / n
         return -gaussian_log_likelihood(y, A_L, self.sigma2) / n
 
     def loss(self, X, y) -> float:
         """Mean negative log-likelihood -log L(theta) / n of the data (X, y)."""
         X = self._check_X(X)
-        y = self._check_y(y, X.shape[0])
+        y = self._check_y(X, y)
         _, cache = self.forward(X, return_cache=True)
         return self._nll(cache["A"][-1], y)
 
@@ -367,7 +376,7 @@ class MLP:
         ``weights_[l]`` and ``biases_[l]``.
         """
         X = self._check_X(X)
-        return self._backward(X, self._check_y(y, X.shape[0]))
+        return self._backward(X, self._check_y(X, y))
 
     def _backward(self, X, y):
         n = X.shape[0]
@@ -384,8 +393,9 @@ class MLP:
             delta = (sigmoid(A[-1]) - y) / n
         else:
             delta = (A[-1] - y) / (self.sigma2 * n)
-        gW, gb = [None] * self.n_layers, [None] * self.n_layers
-        for l in reversed(range(self.n_layers)):
+        L = len(self.weights_)
+        gW, gb = [None] * L, [None] * L
+        for l in reversed(range(L)):
             gW[l] = H[l].T @ delta  # d loss / d W_l = h_{l-1} delta_l^T, summed over examples
             gb[l] = delta.sum(axis=0)  # d loss / d b_l = delta_l, summed over examples
             if l > 0:
@@ -395,8 +405,9 @@ class MLP:
     # ---- fitting and prediction
     def fit(self, X, y) -> "MLP":
         """Maximum likelihood by gradient descent on -log L / n from fresh parameters."""
-        X = self._check_X(X)
-        y = self._check_y(y, X.shape[0])
+        sizes = self._check_params()
+        X = self._check_X(X, n_inputs=sizes[0])
+        y = self._check_y(X, y, k=sizes[-1])
         self.initialize()
         rng = np.random.default_rng(self.random_state)
         n = X.shape[0]
@@ -408,7 +419,7 @@ class MLP:
             for start in range(0, n, bs):
                 idx = order[start:start + bs]
                 loss, grads = self._backward(X[idx], y[idx])
-                for l in range(self.n_layers):
+                for l in range(len(self.weights_)):
                     self.weights_[l] -= self.lr * grads["W"][l]  # theta <- theta + lr * d log L / d theta
                     self.biases_[l] -= self.lr * grads["b"][l]
                 total += loss * len(idx)
@@ -432,7 +443,7 @@ class MLP:
     def score(self, X, y) -> float:
         """Accuracy for a classifier, R^2 for regression."""
         X = self._check_X(X)
-        y = self._check_y(y, X.shape[0])
+        y = self._check_y(X, y)
         if self.output == "identity":
             resid = np.sum((y - self.forward(X)) ** 2)
             return float(1.0 - resid / np.sum((y - y.mean(axis=0)) ** 2))
@@ -440,7 +451,9 @@ class MLP:
 
     def to_torch(self, dtype: torch.dtype = torch.float64) -> nn.Sequential:
         """The same network as :func:`make_torch_mlp`, with these parameters (nn.Linear stores W^T)."""
-        module = make_torch_mlp(self.layer_sizes, activation=self.activation, output=self.output).to(dtype)
+        check_fitted(self)
+        sizes = [self.weights_[0].shape[0]] + [W.shape[1] for W in self.weights_]
+        module = make_torch_mlp(sizes, activation=self.activation, output=self.output).to(dtype)
         linears = [m for m in module if isinstance(m, nn.Linear)]
         with torch.no_grad():
             for lin, W, b in zip(linears, self.weights_, self.biases_):
@@ -481,10 +494,8 @@ def make_torch_mlp(
     sizes = [int(s) for s in layer_sizes]
     if len(sizes) < 2 or any(s < 1 for s in sizes):
         raise ValueError(f"layer_sizes must list at least an input and an output width, all >= 1; got {list(layer_sizes)}")
-    if activation not in TORCH_ACTIVATIONS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(TORCH_ACTIVATIONS)}")
-    if output not in TORCH_OUTPUTS:
-        raise ValueError(f"unknown output {output!r}; choose one of {sorted(TORCH_OUTPUTS)}")
+    check_choice(activation, "activation", TORCH_ACTIVATIONS)
+    check_choice(output, "output", TORCH_OUTPUTS)
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(d_in, d_out))
@@ -498,22 +509,25 @@ def make_torch_mlp(
     return nn.Sequential(*layers)
 
 
-def categorical_nll_loss(module: nn.Module, batch, epoch: int = 0) -> torch.Tensor:
+def categorical_nll_loss(module: nn.Module, minibatch, epoch: int = 0) -> torch.Tensor:
     """Loss for :func:`sclecture.training.train`: -log L / n = -mean_i log softmax(f(x_i; theta))(y_i).
 
-    ``module`` returns logits (output="identity"); ``batch`` is (x, y) with integer labels.
+    ``module`` returns logits (output="identity"); ``minibatch`` is (x, y) with integer labels.
     """
-    x, y = batch
+    x, y = minibatch
     return nn.functional.cross_entropy(module(x), y.long())
 
 
-class TorchMLPClassifier:
+class TorchMLPClassifier(StoreMixin, ClassifierMixin, BaseEstimator):
     """An MLP classifier in PyTorch: ReLU hidden layers, softmax output, categorical likelihood.
 
     Fitted by minibatch Adam on -log L / n with :func:`sclecture.training.train`.
     ``X`` may be a NumPy array, a SciPy sparse matrix or an AnnData (then ``y`` may name an
     ``obs`` column); ``y`` holds any labels, kept in ``classes_``. Runs on CUDA when present.
+    ``store(adata)`` writes the predicted cell types to ``adata.obs["mlp_prediction"]``.
     """
+
+    _store_kind, _store_key = "obs", "mlp"
 
     def __init__(
         self,
@@ -528,81 +542,69 @@ class TorchMLPClassifier:
         device: str | None = None,
         progress: bool = False,
     ):
-        self.hidden, self.activation, self.epochs = tuple(int(h) for h in hidden), activation, epochs
-        self.batch_size, self.lr, self.weight_decay, self.dropout = batch_size, lr, weight_decay, dropout
-        self.random_state, self.device, self.progress = random_state, device, progress
+        self.hidden = hidden
+        self.activation = activation
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.dropout = dropout
+        self.random_state = random_state
+        self.device = device
+        self.progress = progress
 
-    def _matrix(self, X):
-        from .preprocessing import get_matrix
-
-        X = get_matrix(X)
-        if X.ndim != 2:
-            raise ValueError(f"X must be a 2-d cells x genes matrix; got shape {X.shape}")
-        values = X.data if sp.issparse(X) else X
-        if values.dtype.kind not in "biuf":
-            raise TypeError(f"X has dtype {values.dtype}; convert it to numbers with X.astype(np.float32)")
-        if not np.all(np.isfinite(values)):
-            raise ValueError("X contains NaN or infinite values: remove or impute them before fitting")
-        return X
-
-    def _check_X(self, X):
-        X = self._matrix(X)
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} features but the classifier was fitted on {self.n_features_in_}: "
-                             "select the same genes, in the same order")
-        return X
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
 
     def fit(self, X, y) -> "TorchMLPClassifier":
+        """Minibatch Adam on -log L / n from weights drawn with ``random_state``."""
         from .training import get_device, train
 
-        if isinstance(y, str) and type(X).__name__ == "AnnData":
-            y = X.obs[y].to_numpy()
-        M = self._matrix(X)
-        y = np.asarray(y)
-        if y.ndim != 1 or y.shape[0] != M.shape[0]:
-            raise ValueError(f"y must hold one label per cell ({M.shape[0]}); got shape {y.shape}")
-        n_missing = int(pd.isna(pd.Series(y, dtype=object)).sum())
-        if n_missing:
-            raise ValueError(f"y has {n_missing} missing label(s) (NaN / None): drop those cells before fitting, "
-                             "e.g. adata[adata.obs['cell_type'].notna()]")
+        for name in ("epochs", "batch_size", "random_state"):
+            check_positive(getattr(self, name), name, integer=True, allow_zero=name != "batch_size")
+        check_positive(self.lr, "lr")
+        M = check_matrix(X, dtype=np.float32, sparse=True)
+        y = check_labels(X, y)
+        check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"y has a single class ({self.classes_[0]!r}); a classifier needs at least two")
+            raise ValueError(f"y holds one class only ({self.classes_[0]!r}): a classifier needs at least two")
         self.n_features_in_ = M.shape[1]
+        if feature_names(X) is not None:
+            self.feature_names_in_ = feature_names(X)
         self.device_ = get_device(self.device)
-        torch.manual_seed(int(self.random_state))  # the initial weights
-        self.module_ = make_torch_mlp((M.shape[1], *self.hidden, len(self.classes_)), activation=self.activation,
-                                      output="identity", dropout=self.dropout)
-        self.history_ = train(self.module_, categorical_nll_loss, (M, codes.astype(np.int64)), epochs=self.epochs,
-                              batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                              device=self.device_, seed=int(self.random_state), progress=self.progress,
-                              desc="MLP")
+        with torch.random.fork_rng(devices=[self.device_] if self.device_.type == "cuda" else []):
+            torch.manual_seed(int(self.random_state))  # the initial weights and dropout, without touching the caller's RNG
+            self.module_ = make_torch_mlp((M.shape[1], *self.hidden, len(self.classes_)), activation=self.activation,
+                                          output="identity", dropout=self.dropout)
+            self.history_ = train(self.module_, categorical_nll_loss, (M, codes.astype(np.int64)), epochs=self.epochs,
+                                  batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                                  device=self.device_, seed=int(self.random_state), progress=self.progress, desc="MLP")
         return self
 
     @torch.no_grad()
     def predict_proba(self, X) -> np.ndarray:
         """softmax(f(x; theta)) for every cell: n x k, columns in the order of ``classes_``."""
-        if not hasattr(self, "module_"):
-            raise RuntimeError("this classifier is not fitted yet: call fit(X, y) first")
-        M = self._check_X(X)
+        check_fitted(self)
+        M = check_matrix(X, dtype=np.float32, sparse=True, n_features=self.n_features_in_)
         self.module_.eval()
         out = []
         for start in range(0, M.shape[0], 1024):
             chunk = M[start:start + 1024]
             chunk = chunk.toarray() if sp.issparse(chunk) else chunk
-            x = torch.as_tensor(np.asarray(chunk, dtype=np.float32), device=self.device_)
-            out.append(torch.softmax(self.module_(x), dim=-1).cpu().numpy())
+            out.append(torch.softmax(self.module_(torch.as_tensor(chunk, device=self.device_)), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
     def predict(self, X) -> np.ndarray:
+        """The most probable class of every cell, from ``classes_``."""
         P = self.predict_proba(X)
         return self.classes_[np.argmax(P, axis=1)]
 
     def score(self, X, y) -> float:
-        """Accuracy."""
-        if isinstance(y, str) and type(X).__name__ == "AnnData":
-            y = X.obs[y].to_numpy()
-        return float(np.mean(self.predict(X) == np.asarray(y)))
+        """Accuracy: the fraction of cells whose predicted label equals y (labels or an obs key)."""
+        return float(np.mean(self.predict(X) == check_labels(X, y)))
 
 
 # ------------------------------------------------------------------------- plotting

@@ -10,6 +10,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._validation import check_counts, get_matrix
+from ._validation import is_anndata as _is_anndata
+
 __all__ = [
     "get_matrix",
     "to_dense_float",
@@ -19,41 +22,6 @@ __all__ = [
     "highly_variable_genes",
     "select_genes",
 ]
-
-
-def _is_anndata(obj) -> bool:
-    return type(obj).__name__ == "AnnData" and hasattr(obj, "layers")
-
-
-def get_matrix(data, layer: str | None = None):
-    """The cells x genes matrix of ``data``: ``adata.layers[layer]``, ``adata.X``, or the array itself.
-
-    Sparse matrices pass through (as CSR); lists and DataFrames become NumPy arrays.
-    """
-    if _is_anndata(data):
-        if layer is None:
-            X = data.X
-        elif layer in data.layers:
-            X = data.layers[layer]
-        else:
-            raise KeyError(
-                f"the AnnData has no layer {layer!r}; its layers are {sorted(k for k in data.layers if isinstance(k, str))}: "
-                "pass one of them, or layer=None for adata.X"
-            )
-        if X is None:
-            raise ValueError("the AnnData has no matrix in .X: pass layer='...' naming a layer that holds it")
-    else:
-        if layer is not None:
-            raise TypeError(f"layer={layer!r} only applies to an AnnData; got {type(data).__name__}")
-        X = data
-    if sp.issparse(X):
-        return X.tocsr() if X.format != "csr" else X
-    if hasattr(X, "to_numpy"):  # pandas
-        X = X.to_numpy()
-    X = np.asarray(X)
-    if X.dtype == object:
-        raise TypeError("the matrix holds Python objects, not numbers: convert it with np.asarray(X, dtype=float)")
-    return X
 
 
 def _check_2d(X, name: str):
@@ -66,44 +34,6 @@ def to_dense_float(data, dtype=np.float32, layer: str | None = None) -> np.ndarr
     X = get_matrix(data, layer)
     X = X.toarray() if sp.issparse(X) else X
     return np.asarray(X, dtype=dtype)
-
-
-def check_counts(data, layer: str | None = None, name: str = "X"):
-    """Check that ``data`` holds raw counts: finite, non-negative integers. Returns the matrix.
-
-    Count models (ACTINN's normalisation, scVI's negative binomial) need raw UMI counts;
-    log-normalised values, NaN or negative numbers fail here with a message instead of
-    deep inside a model.
-    """
-    X = get_matrix(data, layer)
-    _check_2d(X, name)
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} is empty (shape {X.shape}): it needs at least one cell and one gene")
-    values = X.data if sp.issparse(X) else X
-    if values.dtype.kind not in "biuf":
-        raise TypeError(f"{name} has dtype {values.dtype}; counts must be numbers: convert with X.astype(np.float32)")
-    if values.dtype.kind == "f":
-        n_nan = int(np.isnan(values).sum())
-        if n_nan:
-            raise ValueError(f"{name} contains {n_nan} NaN value(s): counts cannot be missing; drop those cells/genes or fill them with 0")
-        n_inf = int(np.isinf(values).sum())
-        if n_inf:
-            raise ValueError(f"{name} contains {n_inf} infinite value(s): counts are finite; check how the matrix was made")
-    n_neg = int((values < 0).sum())
-    if n_neg:
-        raise ValueError(
-            f"{name} contains {n_neg} negative value(s) (minimum {values.min():g}): counts are >= 0; "
-            "was the data scaled or centred? pass the raw counts (e.g. a 'counts' layer)"
-        )
-    if values.dtype.kind == "f":
-        frac = values != np.round(values)
-        if frac.any():
-            example = values[frac].flat[0]
-            raise ValueError(
-                f"{name} holds non-integer values (e.g. {example:g}): it looks normalised or log-transformed, "
-                "but raw integer counts are needed; pass the counts layer, or round(expm1(X)) if X is log1p of counts"
-            )
-    return X
 
 
 def _float(X):

@@ -30,8 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from ._validation import check_choice, check_counts, check_fitted, check_positive, is_anndata, obs_column
+from .base import SaveLoadMixin, StoreMixin
 from .distributions import _log_nb, _log_poisson, _log_zinb
-from .training import MinibatchLoader, fused_adam, get_device, set_seed, train
+from .training import MinibatchLoader, fused_adam, get_device, train
 from .vae import Encoder
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "SCVI",
     "clustering_scores",
     "batch_mixing_entropy",
+    "knn_label_agreement",
 ]
 
 LIKELIHOODS = ("zinb", "nb", "poisson")
@@ -280,44 +285,50 @@ def _log_normal(v, mu, var):
 # the estimator
 # ---------------------------------------------------------------------------------------
 
-def _is_anndata(obj) -> bool:
-    return type(obj).__name__ == "AnnData" and hasattr(obj, "obs")
-
-
-class SCVI:
-    """scVI as a scikit-learn style estimator.
+class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
+    """scVI as a scikit-learn estimator.
 
     ``SCVI(...).fit(adata, batch_key="batch")`` trains on the raw counts in ``adata.X`` (or
-    ``adata.layers[layer]``); ``get_latent_representation``, ``get_normalized_expression``,
-    ``get_elbo`` and ``get_marginal_ll`` then work on the training data (``adata=None``) or on
-    new cells with the same genes and known batches. A NumPy array or SciPy sparse matrix of
-    counts works too (without batches). Sparse counts are densified one minibatch at a time.
+    ``adata.layers[layer]``); ``transform`` (= ``get_latent_representation``),
+    ``get_normalized_expression``, ``get_elbo`` and ``get_marginal_ll`` then work on the training
+    data (``adata=None``) or on new cells with the same genes and known batches. A NumPy array or
+    SciPy sparse matrix of counts works too (without batches). Sparse counts are densified one
+    minibatch at a time. ``model.store(adata)`` writes the latent space to
+    ``adata.obsm["X_scvi"]``; ``model.save(path)`` / ``SCVI.load(path)`` keep a trained model.
 
     ``n_epochs_kl_warmup``: the KL weight beta grows linearly from 0 to 1 over this many
-    epochs (None: a quarter of ``n_epochs``; 0: no warm-up). ``encode_batch``: whether the
+    epochs (None: a quarter of ``epochs``; 0: no warm-up). ``encode_batch``: whether the
     encoder also reads the batch (the decoder always does).
 
     Attributes after ``fit``: ``module_`` (the :class:`SCVIModule`), ``history_`` (per-epoch
     means of the loss and its terms), ``epoch_seconds_`` (wall time of each epoch),
-    ``batch_categories_``, ``n_genes_``, ``var_names_``, ``l_mu_`` and ``l_var_`` (the
-    library-size prior per batch).
+    ``batch_key_``, ``batch_categories_``, ``n_features_in_``, ``feature_names_in_`` (gene
+    names, for an AnnData), ``l_mu_`` and ``l_var_`` (the library-size prior per batch).
     """
 
+    _store_key = "scvi"
+    _saved_attributes = ("batch_key_", "batch_categories_", "n_features_in_", "feature_names_in_", "l_mu_", "l_var_")
+
     def __init__(self, n_latent: int = 10, n_hidden: int = 128, n_layers: int = 1, dropout: float = 0.1,
-                 likelihood: str = "zinb", library: str = "observed", n_epochs: int = 400,
+                 likelihood: str = "zinb", library: str = "observed", epochs: int = 400,
                  n_epochs_kl_warmup: int | None = None, lr: float = 1e-3, batch_size: int = 128,
                  weight_decay: float = 1e-6, encode_batch: bool = True, random_state: int = 0,
                  device: str | None = None, progress: bool = True):
         self.n_latent, self.n_hidden, self.n_layers, self.dropout = n_latent, n_hidden, n_layers, dropout
         self.likelihood, self.library = likelihood, library
-        self.n_epochs, self.n_epochs_kl_warmup = n_epochs, n_epochs_kl_warmup
+        self.epochs, self.n_epochs_kl_warmup = epochs, n_epochs_kl_warmup
         self.lr, self.batch_size, self.weight_decay = lr, batch_size, weight_decay
         self.encode_batch, self.random_state, self.device, self.progress = encode_batch, random_state, device, progress
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # sparse counts are densified one minibatch at a time
+        tags.input_tags.positive_only = True
+        tags.non_deterministic = False  # the same random_state gives the same model
+        return tags
+
     # -- input handling ------------------------------------------------------------------
     def _counts(self, data, layer):
-        from .preprocessing import check_counts
-
         X = check_counts(data, layer=layer, name="the counts")
         totals = np.asarray(X.sum(axis=1)).ravel()
         if np.any(totals <= 0):
@@ -333,13 +344,7 @@ class SCVI:
         n = data.shape[0]
         if batch_key is None:
             return np.zeros(n, dtype=np.int64)
-        if not _is_anndata(data):
-            raise TypeError(f"batch_key={batch_key!r} needs an AnnData (the key names a column of adata.obs); "
-                            f"got {type(data).__name__}")
-        if batch_key not in data.obs:
-            raise KeyError(f"no column {batch_key!r} in adata.obs; its columns are {list(data.obs.columns)}: "
-                           "pass one of them as batch_key, or batch_key=None")
-        values = np.asarray(data.obs[batch_key].astype(str))
+        values = obs_column(data, batch_key, "batch_key").astype(str)
         if fitting:
             self.batch_categories_ = sorted(set(values.tolist()))
         lookup = {c: i for i, c in enumerate(self.batch_categories_)}
@@ -351,60 +356,84 @@ class SCVI:
 
     def _data(self, adata, layer):
         """(X, batch_index) of new data, or of the training data when adata is None."""
-        self._check_fitted()
+        check_fitted(self)
         if adata is None:
+            if not hasattr(self, "_X"):
+                raise ValueError("this model was loaded from a file and keeps no training data: pass the cells, "
+                                 "e.g. model.get_latent_representation(adata)")
             return self._X, self._batch
         X = self._counts(adata, layer)
-        if X.shape[1] != self.n_genes_:
-            raise ValueError(f"the model was trained on {self.n_genes_} genes, this data has {X.shape[1]}: "
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"the model was trained on {self.n_features_in_} genes, this data has {X.shape[1]}: "
                              "select the same genes (in the same order) first")
-        if self.var_names_ is not None and _is_anndata(adata) and list(adata.var_names) != self.var_names_:
+        names = self.feature_names_in_
+        if names is not None and is_anndata(adata) and not np.array_equal(np.asarray(adata.var_names, dtype=str), names):
             raise ValueError("the genes (var_names) differ from the training data's: subset to the training genes, "
-                             "in the same order, e.g. adata[:, model.var_names_]")
+                             "in the same order, e.g. adata[:, model.feature_names_in_]")
         return X, self._batches(adata, self.batch_key_, fitting=False)
 
-    def _check_fitted(self):
-        if not hasattr(self, "module_"):
-            raise RuntimeError("this SCVI model is not fitted yet: call fit(adata) first")
+    def _build_module(self) -> "SCVIModule":
+        return SCVIModule(self.n_features_in_, len(self.batch_categories_), self.n_latent, self.n_hidden,
+                          self.n_layers, self.dropout, self.likelihood, self.library, self.l_mu_, self.l_var_,
+                          self.encode_batch)
 
     # -- training ------------------------------------------------------------------------
-    def fit(self, adata, batch_key: str | None = None, layer: str | None = None) -> "SCVI":
-        """Train on the raw counts of ``adata`` (batches from ``adata.obs[batch_key]``)."""
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if self.library not in LIBRARIES:
-            raise ValueError(f"library must be one of {LIBRARIES}, got {self.library!r}")
+    def fit(self, adata, y=None, batch_key: str | None = None, layer: str | None = None, validation=None) -> "SCVI":
+        """Train on the raw counts of ``adata`` (batches from ``adata.obs[batch_key]``); ``y`` is ignored.
+
+        ``validation``: other cells (counts checked like the training counts, the same genes,
+        batches under the same ``batch_key``) scored after every epoch, in eval mode and with
+        beta = 1: ``history_["val_loss"]`` is their -ELBO, next to ``val_reconstruction``,
+        ``val_kl_z``, ``val_kl_l``. Their random draws leave training's random stream alone, so
+        the trained model is the same with or without them.
+        """
+        check_choice(self.likelihood, "likelihood", LIKELIHOODS)
+        check_choice(self.library, "library", LIBRARIES)
+        check_positive(self.epochs, "epochs", integer=True, allow_zero=True)
+        check_positive(self.batch_size, "batch_size", integer=True)
         X = self._counts(adata, layer)
         if batch_key is None:
             self.batch_categories_ = ["0"]
         batch = self._batches(adata, batch_key, fitting=True)
-        self.batch_key_, self.n_genes_ = batch_key, X.shape[1]
-        self.var_names_ = list(adata.var_names) if _is_anndata(adata) else None
-        self.n_batches_ = len(self.batch_categories_)
-        self.l_mu_, self.l_var_ = library_prior(X, batch, self.n_batches_)
-        set_seed(self.random_state)
-        self.module_ = SCVIModule(self.n_genes_, self.n_batches_, self.n_latent, self.n_hidden, self.n_layers,
-                                  self.dropout, self.likelihood, self.library, self.l_mu_, self.l_var_,
-                                  self.encode_batch)
+        self.batch_key_, self.n_features_in_ = batch_key, X.shape[1]
+        self.feature_names_in_ = np.asarray(adata.var_names, dtype=str) if is_anndata(adata) else None
+        self.l_mu_, self.l_var_ = library_prior(X, batch, len(self.batch_categories_))
+        val = None
+        if validation is not None:
+            val_X = self._counts(validation, layer)
+            if val_X.shape[1] != X.shape[1]:
+                raise ValueError(f"the validation cells have {val_X.shape[1]} genes, the training cells {X.shape[1]}: "
+                                 "select the same genes (in the same order) in both")
+            if (self.feature_names_in_ is not None and is_anndata(validation)
+                    and not np.array_equal(np.asarray(validation.var_names, dtype=str), self.feature_names_in_)):
+                raise ValueError("the validation cells' genes (var_names) differ from the training cells': subset both "
+                                 "to the same genes, in the same order, e.g. validation[:, adata.var_names]")
+            val = (val_X, self._batches(validation, batch_key, fitting=False))
         device = get_device(self.device)
-        self.module_.to(device)
-        optimizer = fused_adam(self.module_.parameters(), lr=self.lr, eps=0.01,
-                               weight_decay=self.weight_decay)  # scvi-tools' settings
-        warmup = self.n_epochs // 4 if self.n_epochs_kl_warmup is None else int(self.n_epochs_kl_warmup)
+        rng_devices = [device] if device.type == "cuda" else []
+        warmup = self.epochs // 4 if self.n_epochs_kl_warmup is None else int(self.n_epochs_kl_warmup)
 
         stamps: list[float] = []  # when each epoch's first minibatch starts
 
-        def loss_fn(module, b, epoch):
+        def loss_fn(module, minibatch, epoch):
+            x, s = minibatch
+            if not module.training:  # a validation pass: -ELBO (beta = 1), its draws of z on a forked stream
+                with torch.random.fork_rng(devices=rng_devices):
+                    return module.loss(x, s, kl_weight=1.0)
             if len(stamps) == epoch:
                 stamps.append(time.perf_counter())
-            x, s = b
             return module.loss(x, s, kl_weight=kl_warmup_weight(epoch, warmup))
 
         # a last minibatch of one or two cells would make BatchNorm's statistics meaningless
         drop_last = 0 < X.shape[0] % int(self.batch_size) < 3 and X.shape[0] > int(self.batch_size)
-        self.history_ = train(self.module_, loss_fn, (X, batch), epochs=self.n_epochs, batch_size=self.batch_size,
-                              optimizer=optimizer, device=device, seed=self.random_state, progress=self.progress,
-                              desc="scVI", drop_last=drop_last)
+        with torch.random.fork_rng(devices=rng_devices):  # global RNG state untouched
+            torch.manual_seed(int(self.random_state))
+            self.module_ = self._build_module().to(device)
+            optimizer = fused_adam(self.module_.parameters(), lr=self.lr, eps=0.01,
+                                   weight_decay=self.weight_decay)  # scvi-tools' settings
+            self.history_ = train(self.module_, loss_fn, (X, batch), epochs=self.epochs, batch_size=self.batch_size,
+                                  optimizer=optimizer, device=device, seed=self.random_state, progress=self.progress,
+                                  desc="scVI", drop_last=drop_last, validation=val)
         self.epoch_seconds_ = np.diff(stamps + [time.perf_counter()])  # wall time of each epoch
         self._X, self._batch = X, batch
         return self
@@ -427,6 +456,10 @@ class SCVI:
         X, batch = self._data(adata, layer)
         key = "qz_mu" if give_mean else "z"
         return self._map(X, batch, lambda x, s: self.module_.inference(x, s)[key])
+
+    def transform(self, X, layer: str | None = None) -> np.ndarray:
+        """scikit-learn's name for :meth:`get_latent_representation` of new cells ``X``."""
+        return self.get_latent_representation(X, layer=layer)
 
     def get_normalized_expression(self, adata=None, layer: str | None = None, library_size: float = 1.0,
                                   transform_batch: str | None = None) -> np.ndarray:
@@ -499,3 +532,25 @@ def batch_mixing_entropy(latent, batches, k: int = 50) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         ent = -np.where(counts > 0, counts * np.log(counts), 0.0).sum(1)
     return float(ent.mean() / np.log(len(codes)))
+
+
+def knn_label_agreement(latent, labels, batches, k: int = 15) -> float:
+    """Mean over cells of the fraction of the cell's k nearest neighbours *from the other
+    batches* that share its label: 1 when each cell type meets its own kind across batches,
+    lower when a correction has merged different types (over-correction)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    latent = np.asarray(latent, dtype=np.float64)
+    labels, batches = np.asarray(labels).astype(str), np.asarray(batches).astype(str)
+    if latent.ndim != 2 or not latent.shape[0] == labels.shape[0] == batches.shape[0]:
+        raise ValueError(f"latent must be cells x dimensions with one label and one batch per cell; got {latent.shape}, "
+                         f"{labels.shape} labels and {batches.shape} batches")
+    if len(np.unique(batches)) < 2:
+        raise ValueError("label agreement across batches needs at least two batches")
+    agree = np.empty(latent.shape[0])
+    for b in np.unique(batches):
+        own, other = batches == b, batches != b
+        k_b = min(int(k), int(other.sum()))
+        idx = NearestNeighbors(n_neighbors=k_b).fit(latent[other]).kneighbors(latent[own], return_distance=False)
+        agree[own] = (labels[other][idx] == labels[own][:, None]).mean(1)  # neighbours of the other batches only
+    return float(agree.mean())

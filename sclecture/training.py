@@ -26,7 +26,7 @@ __all__ = [
     "set_seed",
     "shuffle_seed",
     "quick_mode",
-    "n_epochs",
+    "quick_epochs",
     "expect_result",
     "MinibatchLoader",
     "History",
@@ -86,7 +86,7 @@ def quick_mode() -> bool:
     return os.environ.get(QUICK_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def n_epochs(full: int, quick: int = 2) -> int:
+def quick_epochs(full: int, quick: int = 2) -> int:
     """``full`` epochs normally, ``quick`` epochs under ``SCLECTURE_QUICK=1``."""
     return min(full, quick) if quick_mode() else full
 
@@ -111,7 +111,7 @@ def _as_batchable(array, device: torch.device, dtype: torch.dtype | None):
     if isinstance(array, torch.Tensor):
         t = array
     else:
-        t = torch.as_tensor(np.asarray(array))
+        t = torch.as_tensor(np.ascontiguousarray(array))  # views with negative strides (X[::-1]) too
     if dtype is not None and t.is_floating_point():
         t = t.to(dtype)
     return t.to(device)
@@ -197,8 +197,8 @@ class History:
     def keys(self):
         return self.epoch.keys()
 
-    @property
-    def n_epochs(self) -> int:
+    def __len__(self) -> int:
+        """The number of epochs recorded."""
         return len(self.epoch.get("loss", []))
 
     def plot(self, keys: Sequence[str] | None = None, ax=None, **kwargs):
@@ -262,7 +262,7 @@ def train(
 ) -> History:
     """Fit ``module`` by minibatch gradient descent on ``loss_fn``.
 
-    ``loss_fn(module, batch, epoch)`` gets one minibatch (a tuple of tensors, rows of
+    ``loss_fn(module, minibatch, epoch)`` gets one minibatch (a tuple of tensors, rows of
     ``data``) and returns the loss to minimise, averaged over the minibatch, or a dict
     with a ``"loss"`` entry and any other tensors worth logging (for example the two
     terms of an ELBO). ``lr_schedule(step)`` multiplies the learning rate at each step
@@ -293,12 +293,12 @@ def train(
         module.train()
         sums: dict[str, float] = {}
         seen = 0
-        for batch in loader:
+        for minibatch in loader:
             if lr_schedule is not None:
                 factor = float(lr_schedule(step))
                 for g, base in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = base * factor
-            terms = _loss_terms(loss_fn(module, batch, epoch))
+            terms = _loss_terms(loss_fn(module, minibatch, epoch))
             loss = terms["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -310,7 +310,7 @@ def train(
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
             optimizer.step()
-            n = batch[0].shape[0]
+            n = minibatch[0].shape[0]
             seen += n
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
@@ -338,9 +338,9 @@ def evaluate(module: torch.nn.Module, loss_fn: LossFn, loader: MinibatchLoader, 
     module.eval()
     sums: dict[str, float] = {}
     seen = 0
-    for batch in loader:
-        terms = _loss_terms(loss_fn(module, batch, epoch))
-        n = batch[0].shape[0]
+    for minibatch in loader:
+        terms = _loss_terms(loss_fn(module, minibatch, epoch))
+        n = minibatch[0].shape[0]
         seen += n
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v) * n

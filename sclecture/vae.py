@@ -5,10 +5,10 @@ q(z | x, phi) = N(z | f_mu(x, phi), f_sigma2(x, phi)),
 ELBO = E_q[log p(x | z, theta)] - KL(q(z | x, phi) || p(z)).
 
 The pieces a lesson shows one at a time are plain functions (:func:`reparameterize`,
-:func:`gaussian_kl`, :func:`gaussian_log_likelihood`, :func:`bernoulli_log_likelihood`,
-:func:`minibatch_elbo`); :class:`VAE` is the torch module that holds the encoder and the
-decoder, and :class:`VariationalAutoencoder` the estimator (fit / transform /
-reconstruct / sample) trained with :func:`sclecture.training.train`.
+:func:`gaussian_kl`, :func:`gaussian_log_px`, :func:`bernoulli_log_px`, :func:`minibatch_elbo`);
+:class:`VAE` is the torch module that holds the encoder and the decoder, and
+:class:`VariationalAutoencoder` the estimator (fit / transform / reconstruct / sample / store /
+save / load) trained with :func:`sclecture.training.train`.
 """
 
 from __future__ import annotations
@@ -19,19 +19,21 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from torch.nn import functional as F
 
+from ._validation import check_choice, check_fitted, check_matrix, check_positive, feature_names
+from .base import SaveLoadMixin, StoreMixin
 from .mlp import make_torch_mlp
-from .preprocessing import get_matrix
 from .training import MinibatchLoader, get_device, train
 
 __all__ = [
     "Encoder",
     "reparameterize",
     "gaussian_kl",
-    "gaussian_log_likelihood",
-    "bernoulli_log_likelihood",
+    "gaussian_log_px",
+    "bernoulli_log_px",
     "minibatch_elbo",
     "VAE",
     "VariationalAutoencoder",
@@ -107,8 +109,8 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.sum(mu**2 + torch.exp(logvar) - logvar - 1.0, dim=-1)
 
 
-def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, logvar) -> torch.Tensor:
-    """log N(x | mean, sigma^2 I), summed over the features (last axis); one value per cell.
+def gaussian_log_px(x: torch.Tensor, mean: torch.Tensor, logvar) -> torch.Tensor:
+    """log p(x | z) = log N(x | mean, sigma^2 I), summed over the features (last axis); one value per cell.
 
     log N(x | f(z), sigma^2 I) = -1/2 sum_d [log 2 pi + log sigma^2 + (x_d - f_d(z))^2 / sigma^2].
     ``logvar`` (log sigma^2) may be a number, a scalar tensor, one value per feature, or
@@ -119,8 +121,8 @@ def gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, logvar) -> torc
     return -0.5 * torch.sum(per_entry, dim=-1)
 
 
-def bernoulli_log_likelihood(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """log Ber(x | sigm(logits)), summed over the features (last axis); one value per cell.
+def bernoulli_log_px(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log p(x | z) = log Ber(x | sigm(logits)), summed over the features (last axis); one value per cell.
 
     log Ber(x | p) = x log p + (1 - x) log(1 - p) with p = sigm(h), computed stably from the
     logits h as x h - log(1 + e^h). ``x`` may be any value in [0, 1] (grey levels), as in
@@ -207,8 +209,8 @@ class VAE(nn.Module):
     def log_likelihood(self, x: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
         """log p(x | z, theta) for each cell, from the decoder output f(z)."""
         if self.likelihood == "bernoulli":
-            return bernoulli_log_likelihood(x, decoded)
-        return gaussian_log_likelihood(x, decoded, self.log_sigma2)
+            return bernoulli_log_px(x, decoded)
+        return gaussian_log_px(x, decoded, self.log_sigma2)
 
     def inference(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         mu, logvar = self.encode(x)
@@ -244,36 +246,10 @@ class VAE(nn.Module):
 # the estimator
 
 
-def _matrix(X, layer: str | None = None):
-    """float32 NumPy array or CSR matrix from an array, a sparse matrix or an AnnData (``layer``)."""
-    if isinstance(X, torch.Tensor):
-        X = X.detach().cpu().numpy()
-    X = get_matrix(X, layer=layer)
-    if sp.issparse(X):
-        return sp.csr_matrix(X, dtype=np.float32)
-    return np.asarray(X, dtype=np.float32)
-
-
 def _check_input(X, likelihood: str, n_features: int | None = None, layer: str | None = None):
-    if X is None:
-        raise TypeError("X is None: pass a cells x features matrix (NumPy array, SciPy sparse matrix or AnnData)")
-    try:
-        X = _matrix(X, layer)
-    except (TypeError, ValueError) as err:  # strings, objects, ragged lists
-        raise TypeError(f"X must be a numeric cells x features matrix (NumPy, SciPy sparse or AnnData): {err}") from None
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (cells x features), got shape {X.shape}; reshape a single cell with X.reshape(1, -1)")
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X is empty (shape {X.shape}): it needs at least one cell and one feature")
-    if n_features is not None and X.shape[1] != n_features:
-        raise ValueError(
-            f"X has {X.shape[1]} features but the model was fitted on {n_features}; "
-            "select the same genes (columns), in the same order, as in fit"
-        )
+    """X checked as float32 (dense, or CSR kept sparse); the Bernoulli likelihood needs values in [0, 1]."""
+    X = check_matrix(X, layer=layer, dtype=np.float32, sparse=True, n_features=n_features)
     values = X.data if sp.issparse(X) else X
-    if not np.all(np.isfinite(values)):
-        n_bad = int(np.size(values) - np.isfinite(values).sum())
-        raise ValueError(f"X contains {n_bad} NaN or infinite value(s); remove or impute them before fitting the VAE")
     if likelihood == "bernoulli" and values.size and (values.min() < 0 or values.max() > 1):
         raise ValueError(
             f"the Bernoulli likelihood needs values in [0, 1], got the range [{values.min():.3g}, {values.max():.3g}]; "
@@ -291,9 +267,10 @@ def _mean_feature_variance(X) -> float:
     return float(np.mean(np.var(X, axis=0, dtype=np.float64)))
 
 
-class VariationalAutoencoder:
-    """A VAE as a scikit-learn style estimator: ``fit`` / ``transform`` / ``reconstruct`` /
-    ``sample`` / ``score``.
+class VariationalAutoencoder(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
+    """A VAE as a scikit-learn estimator: ``fit`` / ``transform`` / ``reconstruct`` /
+    ``sample`` / ``score``; ``store(adata)`` writes the latent means to ``adata.obsm["X_vae"]``,
+    ``save(path)`` / ``VariationalAutoencoder.load(path)`` keep a fitted model.
 
     Maximises ELBO = E_q[log p(x | z, theta)] - KL(q(z | x, phi) || p(z)) by minibatch
     gradient steps (:func:`sclecture.training.train`, Adam). ``kl_weight`` scales the KL
@@ -302,9 +279,12 @@ class VariationalAutoencoder:
     the log of the features' average variance: Adam moves a parameter by about ``lr`` per
     step, and from log sigma^2 = 0 a short run would spend all its steps getting there.
 
-    Learned attributes: ``module_`` (the :class:`VAE`), ``history_``,
-    ``n_features_in_``.
+    Learned attributes: ``module_`` (the :class:`VAE`), ``history_`` (not saved),
+    ``n_features_in_``, ``feature_names_in_`` (gene names, when the data have them).
     """
+
+    _store_key = "vae"
+    _saved_attributes = ("n_features_in_", "feature_names_in_")
 
     def __init__(
         self,
@@ -343,16 +323,26 @@ class VariationalAutoencoder:
         self.progress = progress
 
     # -- helpers ---------------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # densified one minibatch at a time
+        tags.transformer_tags.preserves_dtype = ["float32"]  # the networks compute in float32
+        return tags
+
+    def _build_module(self) -> VAE:
+        return VAE(self.n_features_in_, self.n_latent, self.hidden, self.likelihood, self.decoder_hidden,
+                   self.activation, self.dropout, self.batch_norm)
+
     def _seeded(self, device: torch.device):
         """Fix torch's random state inside the block without changing it outside."""
         devices = [device] if device.type == "cuda" else []
         return torch.random.fork_rng(devices=devices)
 
-    def _check_fitted(self):
-        if not hasattr(self, "module_"):
-            raise RuntimeError("this VariationalAutoencoder is not fitted yet: call fit(X) first")
+    def _fitted_input(self, X):
+        check_fitted(self)
+        return _check_input(X, self.likelihood, self.n_features_in_, layer=self.layer)
 
-    def _batches(self, X):
+    def _minibatches(self, X):
         return MinibatchLoader((X,), batch_size=1024, shuffle=False, device=self._device())
 
     def _device(self) -> torch.device:
@@ -362,12 +352,11 @@ class VariationalAutoencoder:
     def fit(self, X, y=None, validation=None):
         """Fit the VAE to X (cells x features); ``validation`` (another matrix) is scored
         after every epoch. Returns ``self``."""
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {list(LIKELIHOODS)}")
-        if int(self.n_latent) < 1:
-            raise ValueError(f"n_latent must be >= 1, got {self.n_latent}")
-        if not float(self.kl_weight) >= 0:
-            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        check_choice(self.likelihood, "likelihood", LIKELIHOODS)
+        check_positive(self.n_latent, "n_latent", integer=True)
+        check_positive(self.kl_weight, "kl_weight", allow_zero=True)
+        check_positive(self.random_state, "random_state", integer=True, allow_zero=True)
+        names = feature_names(X)
         X = _check_input(X, self.likelihood, layer=self.layer)
         val = None
         if validation is not None:
@@ -375,22 +364,24 @@ class VariationalAutoencoder:
         device = get_device(self.device)
         kl_weight = float(self.kl_weight)
 
-        def loss_fn(module, batch, epoch):
-            (x,) = batch
+        def loss_fn(module, minibatch, epoch):
+            (x,) = minibatch
             inf = module.inference(x)
             return module.loss(x, inf, module.generative(inf["z"]), kl_weight=kl_weight)
 
+        self.n_features_in_ = X.shape[1]
+        vars(self).pop("feature_names_in_", None)  # a refit on a bare matrix forgets earlier gene names
+        if names is not None:
+            self.feature_names_in_ = names
         with self._seeded(device):
             torch.manual_seed(int(self.random_state))
-            self.module_ = VAE(X.shape[1], self.n_latent, self.hidden, self.likelihood, self.decoder_hidden,
-                               self.activation, self.dropout, self.batch_norm)
+            self.module_ = self._build_module()
             if self.likelihood == "gaussian":  # start sigma^2 at the features' average variance
                 with torch.no_grad():
                     self.module_.log_sigma2.fill_(math.log(max(_mean_feature_variance(X), 1e-8)))
             self.history_ = train(self.module_, loss_fn, (X,), validation=val, epochs=self.epochs,
                                   batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                                   device=device, seed=int(self.random_state), progress=self.progress, desc="VAE")
-        self.n_features_in_ = X.shape[1]
         return self
 
     # -- using the fitted model ------------------------------------------------------
@@ -398,11 +389,10 @@ class VariationalAutoencoder:
     def transform(self, X, return_logvar: bool = False):
         """The posterior mean mu = f_mu(x, phi) of every cell (cells x n_latent, NumPy);
         with ``return_logvar=True`` also log sigma^2 = log f_sigma2(x, phi)."""
-        self._check_fitted()
-        X = _check_input(X, self.likelihood, self.n_features_in_, layer=self.layer)
+        X = self._fitted_input(X)
         self.module_.eval()
         mus, logvars = [], []
-        for (x,) in self._batches(X):
+        for (x,) in self._minibatches(X):
             mu, logvar = self.module_.encode(x)
             mus.append(mu.cpu())
             logvars.append(logvar.cpu())
@@ -412,16 +402,15 @@ class VariationalAutoencoder:
     @torch.no_grad()
     def reconstruct(self, X):
         """E[x | z = mu(x)]: the decoder's mean at each cell's posterior mean (NumPy)."""
-        self._check_fitted()
-        X = _check_input(X, self.likelihood, self.n_features_in_, layer=self.layer)
+        X = self._fitted_input(X)
         self.module_.eval()
-        out = [self.module_.mean(self.module_.decode(self.module_.encode(x)[0])).cpu() for (x,) in self._batches(X)]
+        out = [self.module_.mean(self.module_.decode(self.module_.encode(x)[0])).cpu() for (x,) in self._minibatches(X)]
         return torch.cat(out).numpy()
 
     @torch.no_grad()
     def decode(self, Z):
         """E[x | z] for given latent points Z (points x n_latent), as NumPy."""
-        self._check_fitted()
+        check_fitted(self)
         Z = np.asarray(Z, dtype=np.float32)
         if Z.ndim != 2 or Z.shape[1] != self.module_.n_latent:
             raise ValueError(f"Z must have shape (points, {self.module_.n_latent}), got {Z.shape}")
@@ -433,7 +422,7 @@ class VariationalAutoencoder:
     def sample(self, n_samples: int = 1, random_state: int = 0, noise: bool = False):
         """New data from the generative model: z ~ p(z) = N(0, I), then E[x | z]
         (or, with ``noise=True``, a draw x ~ p(x | z)). Returns NumPy, n_samples x features."""
-        self._check_fitted()
+        check_fitted(self)
         if int(n_samples) < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         gen = torch.Generator().manual_seed(int(random_state))
@@ -451,12 +440,11 @@ class VariationalAutoencoder:
     def elbo(self, X, n_samples: int = 10, random_state: int = 0, return_terms: bool = False):
         """Per-cell ELBO (NumPy), E_q estimated with ``n_samples`` draws per cell; with
         ``return_terms=True`` a dict with ``elbo``, ``reconstruction`` and ``kl``."""
-        self._check_fitted()
-        X = _check_input(X, self.likelihood, self.n_features_in_, layer=self.layer)
+        X = self._fitted_input(X)
         self.module_.eval()
         gen = torch.Generator().manual_seed(int(random_state))
         parts: dict[str, list] = {"elbo": [], "reconstruction": [], "kl": []}
-        for (x,) in self._batches(X):
+        for (x,) in self._minibatches(X):
             for k, v in self.module_.elbo(x, n_samples=n_samples, generator=gen).items():
                 parts[k].append(v.cpu())
         out = {k: torch.cat(v).double().numpy() for k, v in parts.items()}

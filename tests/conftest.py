@@ -64,7 +64,7 @@ _MINUTES = {"03_actinn": 4, "06_scvi": 4, "05_vae": 3, "04_fa_ppca": 2.5, "02_ml
 # modules whose tests share one group (loadscope): the whole module's minutes
 _MODULE_MINUTES = {"test_attacks.py": 6, "test_verdict.py": 4, "test_colab.py": 3,
                    "test_grading_workflow.py": 2.5, "test_gitignore.py": 1.5, "test_browser.py": 1.5,
-                   "test_sandbox.py": 0.5}
+                   "test_book.py": 1.5, "test_sandbox.py": 0.5}
 
 
 def _weight(item) -> float:

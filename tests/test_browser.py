@@ -34,7 +34,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import LESSONS, ROOT, shared_data_dir
+from conftest import LESSONS, ROOT, nbtool, shared_data_dir
 
 pytestmark = pytest.mark.browser
 
@@ -138,7 +138,7 @@ def lab(course, tmp_path_factory):
     notification = state / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
     notification.write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    env = dict(os.environ)
+    env = nbtool.tools_env()  # with the environment's tools on PATH: formgrader runs `alembic` by name
     env.pop("MPLBACKEND", None)  # the tests' Agg would keep the kernel from showing figures
     env.update(
         SCLECTURE_DATA_DIR=str(data),

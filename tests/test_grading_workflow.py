@@ -29,7 +29,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import LESSONS, ROOT
+from conftest import LESSONS, ROOT, nbtool
 
 sys.path.insert(0, str(ROOT / "tools"))
 import grade as grading_tool  # noqa: E402  (tools/grade.py)
@@ -341,12 +341,26 @@ def test_bad_arguments_are_clear(tmp_path):
 
 
 def test_grading_tool_finds_nbgraders_tools_without_an_activated_environment(tmp_path):
-    # nbgrader's Gradebook() runs `alembic` by name; `python tools/grade.py` must work from a bare PATH
-    code = ("import sys; sys.path.insert(0, 'tools'); import grade; "
-            "from nbgrader.api import Gradebook; Gradebook(sys.argv[1]).close(); print('ok')")
-    res = subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path / 'gradebook.db'}"], cwd=ROOT,
-                         env=dict(os.environ, PATH="/usr/bin:/bin"), capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+    # nbgrader runs `alembic` by name when it makes a gradebook; `python tools/grade.py` must work
+    # from a bare PATH. No notebooks to grade: it stops after making the course and its gradebook.
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "notes.txt").write_text("no notebooks here")
+    course = tmp_path / "course"
+    res = subprocess.run([sys.executable, "tools/grade.py", "00_setup", str(tmp_path / "subs"), "--course-dir", str(course),
+                          "--unsafe-no-sandbox"], cwd=ROOT, env=dict(os.environ, PATH="/usr/bin:/bin"),
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "no .ipynb files" in res.stderr, res.stderr[-2000:]
+    assert (course / "gradebook.db").is_file(), res.stderr[-2000:]
+
+
+def test_importing_the_tools_changes_nothing_in_the_process():
+    code = ("import json, os, sys; before = dict(os.environ); import tools.notebooks; sys.path.insert(0, 'tools'); "
+            "import notebooks, grade, run_tests; after = dict(os.environ); "
+            "print(json.dumps({k: [before.get(k), after.get(k)] for k in set(before) | set(after) if before.get(k) != after.get(k)}))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PATH="/usr/bin:/bin"),
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads(res.stdout) == {}, f"importing a tool changed the environment (before, after): {res.stdout}"
 
 
 # ---------------------------------------------------------------- a class on a JupyterHub exchange
@@ -356,7 +370,7 @@ AS_USER = ("import sys, nbgrader.utils as u; user = sys.argv.pop(1); u.get_osuse
 
 
 def _nbgrader(args, cwd, user, exchange):
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", SCLECTURE_QUICK="1")  # PATH: see tools/notebooks.py
+    env = nbtool.tools_env(dict(os.environ, OMP_WAIT_POLICY="PASSIVE", SCLECTURE_QUICK="1"))  # nbgrader runs `alembic` by name
     cmd = [sys.executable, "-c", AS_USER, user, *args, f"--Exchange.root={exchange}",
            "--CourseDirectory.course_id=sclecture", "--Exchange.path_includes_course=True"]
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)

@@ -83,7 +83,7 @@ def test_every_pip_call_of_setup_carries_the_constraints(tmp_path):
     torch_lines = [l for l in out.splitlines() if "setup_env.py torch" in l]
     assert len(torch_lines) == 1, f"make setup installs torch through tools/setup_env.py:\n{out}"
     pip_lines = [l for l in out.splitlines() if re.search(r"-m pip (install|download)", l)]
-    assert len(pip_lines) >= 3, out
+    assert len(pip_lines) >= 2, out  # torch (through setup_env.py), then the course
     for line in pip_lines:
         assert "-c constraints.txt" in line, f"a pip call without the constraints (could pull CUDA torch): {line}"
 

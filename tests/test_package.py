@@ -58,9 +58,46 @@ def test_versions_report():
 
 
 def test_quick_mode(monkeypatch):
-    from sclecture.training import n_epochs
+    from sclecture.training import quick_epochs
 
     monkeypatch.delenv("SCLECTURE_QUICK", raising=False)
-    assert not sclecture.quick_mode() and n_epochs(50, 2) == 50
+    assert not sclecture.quick_mode() and quick_epochs(50, 2) == 50
     monkeypatch.setenv("SCLECTURE_QUICK", "1")
-    assert sclecture.quick_mode() and n_epochs(50, 2) == 2
+    assert sclecture.quick_mode() and quick_epochs(50, 2) == 2
+
+
+def test_every_listed_submodule_imports():
+    import importlib
+
+    for name in sorted(sclecture._SUBMODULES):
+        assert importlib.import_module(f"sclecture.{name}") is getattr(sclecture, name)
+
+
+def _estimators():
+    import importlib
+    import inspect
+
+    found = []
+    for name in ["linear", "mlp", "actinn", "factor", "vae", "scvi"]:
+        module = importlib.import_module(f"sclecture.{name}")
+        found += [cls for _, cls in inspect.getmembers(module, inspect.isclass)
+                  if cls.__module__ == module.__name__ and hasattr(cls, "fit") and not issubclass(cls, torch.nn.Module)]
+    return found
+
+
+@pytest.mark.parametrize("cls", _estimators(), ids=lambda c: c.__name__)
+def test_estimators_follow_scikit_learn(cls):
+    """BaseEstimator subclasses whose __init__ only stores its arguments, so clone works;
+    unfitted, every method that needs a fit raises scikit-learn's NotFittedError."""
+    from sklearn.base import BaseEstimator, clone
+    from sklearn.exceptions import NotFittedError
+
+    assert issubclass(cls, BaseEstimator), f"{cls.__name__} does not subclass sklearn.base.BaseEstimator"
+    est = cls()
+    assert vars(est) == est.get_params(deep=False), f"{cls.__name__}.__init__ does more than store its arguments"
+    twin = clone(est)
+    assert twin.get_params() == est.get_params()
+    for method in ["predict", "predict_proba", "transform", "get_latent_representation"]:
+        if hasattr(est, method):
+            with pytest.raises(NotFittedError, match=f"{cls.__name__} is not fitted yet"):
+                getattr(est, method)(np.ones((3, 4)))

@@ -9,6 +9,9 @@ import scipy.sparse as sp
 import torch
 from torch import distributions as td
 
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
 from sclecture import scvi
 from sclecture.datasets import simulate_counts
 
@@ -20,7 +23,7 @@ def sim():
 
 @pytest.fixture(scope="module")
 def fitted(sim):
-    model = scvi.SCVI(n_epochs=40, progress=False, random_state=0).fit(sim, batch_key="batch")
+    model = scvi.SCVI(epochs=40, progress=False, random_state=0).fit(sim, batch_key="batch")
     return model
 
 
@@ -135,7 +138,7 @@ def test_recovers_cell_types_and_mixes_batches(fitted, sim):
     before = scvi.batch_mixing_entropy(pcs, sim.obs["batch"])
     assert mixing > 0.8 and mixing > before + 0.2, f"batch mixing {mixing:.3f} in scVI, {before:.3f} in PCA"
     hist = fitted.history_
-    assert hist.n_epochs == 40 and hist["loss"][-1] < hist["loss"][0]
+    assert len(hist) == 40 and hist["loss"][-1] < hist["loss"][0]
 
 
 def test_outputs(fitted, sim):
@@ -150,22 +153,22 @@ def test_outputs(fitted, sim):
 
 def test_sparse_and_dense_input_give_the_same_model(sim):
     dense = sim.X.toarray()
-    a = scvi.SCVI(n_epochs=2, progress=False).fit(sp.csr_matrix(dense))
-    b = scvi.SCVI(n_epochs=2, progress=False).fit(dense)
+    a = scvi.SCVI(epochs=2, progress=False).fit(sp.csr_matrix(dense))
+    b = scvi.SCVI(epochs=2, progress=False).fit(dense)
     np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-5)
     np.testing.assert_allclose(a.get_latent_representation(), b.get_latent_representation(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("kw", [dict(likelihood="nb"), dict(likelihood="poisson"), dict(library="latent", n_layers=2)])
 def test_other_settings_train(sim, kw):
-    m = scvi.SCVI(n_epochs=2, progress=False, **kw).fit(sim[:300], batch_key="batch")
+    m = scvi.SCVI(epochs=2, progress=False, **kw).fit(sim[:300], batch_key="batch")
     assert np.all(np.isfinite(m.get_elbo())) and np.all(np.isfinite(m.get_marginal_ll(n_samples=5)))
 
 
 # --------------------------------------------------------------------------- bad input
 
 def test_bad_input(sim, fitted):
-    model = scvi.SCVI(n_epochs=1, progress=False)
+    model = scvi.SCVI(epochs=1, progress=False)
     X = sim.X.toarray()
     with pytest.raises(ValueError, match="non-integer"):
         model.fit(X + 0.5)
@@ -175,11 +178,11 @@ def test_bad_input(sim, fitted):
     Z[5] = 0
     with pytest.raises(ValueError, match="no counts at all"):
         model.fit(Z)
-    with pytest.raises(KeyError, match="no column 'sample'"):
+    with pytest.raises(KeyError, match="no obs column 'sample'"):
         model.fit(sim, batch_key="sample")
     with pytest.raises(ValueError, match="likelihood"):
         scvi.SCVI(likelihood="gaussian").fit(sim)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="SCVI is not fitted yet"):
         model.get_latent_representation(sim)
     new = sim[:20].copy()
     new.obs["batch"] = new.obs["batch"].cat.add_categories(["batch9"])
@@ -190,3 +193,181 @@ def test_bad_input(sim, fitted):
         fitted.get_elbo(sim[:20, :150].copy())
     with pytest.raises(ValueError, match="transform_batch"):
         fitted.get_normalized_expression(sim[:20], transform_batch="batch7")
+
+
+# --------------------------------------------------------------------------- estimator API
+
+def test_scikit_learn_api_and_global_rng(sim):
+    model = scvi.SCVI(epochs=2, n_latent=4, progress=False, random_state=5)
+    twin = clone(model)
+    assert twin.get_params() == model.get_params() and twin is not model
+    twin.set_params(n_latent=3)
+    assert twin.n_latent == 3 and model.n_latent == 4
+    torch_state, np_state = torch.get_rng_state(), np.random.get_state()
+    Z = model.fit_transform(sim[:300])  # TransformerMixin: fit(X).transform(X)
+    assert torch.equal(torch.get_rng_state(), torch_state)  # fit leaves the global RNGs alone
+    assert np.array_equal(np.random.get_state()[1], np_state[1])
+    again = clone(model).fit(sim[:300]).transform(sim[:300])
+    np.testing.assert_array_equal(Z, again)  # the same random_state, the same model
+
+
+def test_save_load_round_trip(sim, fitted, tmp_path):
+    path = fitted.save(tmp_path / "scvi.pt")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        fitted.save(path)
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        loaded = scvi.SCVI.load(path, device=device)
+        assert next(loaded.module_.parameters()).device.type == device
+        assert loaded.get_params() == {**fitted.get_params(), "device": device}
+        assert loaded.batch_categories_ == fitted.batch_categories_
+        np.testing.assert_allclose(loaded.get_latent_representation(sim[:100]),
+                                   fitted.get_latent_representation(sim[:100]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(loaded.get_elbo(sim[:100]), fitted.get_elbo(sim[:100]), rtol=1e-5)
+    with pytest.raises(ValueError, match="keeps no training data"):
+        loaded.get_latent_representation()
+    other = torch.load(path, weights_only=True)
+    other["class"] = "ACTINN"
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(TypeError, match="holds a ACTINN, not a SCVI: use ACTINN.load"):
+        scvi.SCVI.load(tmp_path / "other.pt")
+
+
+def test_load_refuses_files_that_run_code(tmp_path, capsys):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this ran on load",))
+
+    bad = tmp_path / "model.pt"
+    torch.save({"format": "sclecture-model-1", "class": "SCVI", "weights": Payload()}, bad)
+    with pytest.raises(ValueError, match="refused for safety"):
+        scvi.SCVI.load(bad)
+    assert "this ran on load" not in capsys.readouterr().out
+
+
+def test_store_writes_obsm_and_keeps_what_is_there(sim, fitted):
+    adata = sim[:50].copy()
+    fitted.store(adata)
+    np.testing.assert_allclose(adata.obsm["X_scvi"], fitted.get_latent_representation(adata), rtol=1e-6)
+    with pytest.raises(ValueError, match="already holds"):
+        fitted.store(adata)
+    fitted.store(adata, key_added="X_mine")
+    assert "X_mine" in adata.obsm
+    with pytest.raises(TypeError, match="writes into an AnnData"):
+        fitted.store(adata.X)
+
+
+# scikit-learn's check_estimator feeds real-valued, often negative matrices. scVI models counts,
+# so it refuses them with check_counts' message, and every check that needs a fit on such data
+# cannot run. What those checks assert (fit returns self, fit is idempotent, transform is
+# deterministic, parameters are not overwritten, clone and pickle work) is tested above and in
+# test_count_model_checks_on_counts with integer counts instead.
+_NEEDS_REAL_VALUED_FIT = "fits real-valued or negative data; a count model refuses it (non-integer / negative counts)"
+SCVI_EXPECTED_FAILED_CHECKS = {name: _NEEDS_REAL_VALUED_FIT for name in [
+    "check_fit_score_takes_y", "check_estimators_overwrite_params", "check_dont_overwrite_parameters",
+    "check_estimators_fit_returns_self", "check_readonly_memmap_input", "check_n_features_in_after_fitting",
+    "check_estimators_dtypes", "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimators_pickle",
+    "check_f_contiguous_array_estimator", "check_transformer_data_not_an_array", "check_transformer_general",
+    "check_transformer_preserve_dtypes", "check_methods_sample_order_invariance", "check_methods_subset_invariance",
+    "check_dict_unchanged", "check_fit_idempotent", "check_fit_check_is_fitted", "check_n_features_in",
+    "check_fit2d_predict1d", "check_estimator_sparse_tag", "check_estimator_sparse_array",
+    "check_estimator_sparse_matrix", "check_fit2d_1sample", "check_fit2d_1feature",
+]} | {
+    "check_positive_only_tag_during_fit": "refuses negative values, in the course's wording (names the count and the fix)",
+    "check_estimators_empty_data_messages": "refuses empty data, in the course's wording ('is empty (shape ...)')",
+    "check_complex_data": "refuses complex numbers, in the course's wording (names the dtype)",
+    "check_dtype_object": "refuses object arrays, in the course's wording ('holds Python objects')",
+}
+
+
+def test_check_estimator_fails_only_where_listed():
+    import warnings
+
+    from sklearn.utils.estimator_checks import check_estimator
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(scvi.SCVI(epochs=1, n_hidden=8, n_latent=2, progress=False), on_fail=None)
+    failed = {r["check_name"] for r in results if r["status"] == "failed"}
+    assert failed == set(SCVI_EXPECTED_FAILED_CHECKS), (
+        f"unexpected failures {sorted(failed - set(SCVI_EXPECTED_FAILED_CHECKS))}, "
+        f"now passing {sorted(set(SCVI_EXPECTED_FAILED_CHECKS) - failed)}")
+    assert sum(r["status"] == "passed" for r in results) >= 10
+
+
+def test_count_model_checks_on_counts(sim):
+    import pickle
+
+    X = sim.X.toarray()[:200]
+    model = scvi.SCVI(epochs=2, n_latent=3, progress=False)
+    params = model.get_params()
+    assert model.fit(X) is model and model.get_params() == params  # fit returns self, parameters untouched
+    assert model.n_features_in_ == X.shape[1]
+    Z = model.transform(X)
+    np.testing.assert_array_equal(Z, model.fit(X).transform(X))  # idempotent fit
+    np.testing.assert_array_equal(Z[::-1], model.transform(X[::-1]))  # cells are independent
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).transform(X), Z)
+
+
+# --------------------------------------------------------------------------- validation and label agreement
+
+def test_validation_cells_are_scored_every_epoch_and_leave_the_model_unchanged(sim):
+    train_cells, val_cells = sim[:600].copy(), sim[600:].copy()
+    kw = dict(epochs=4, n_latent=3, n_hidden=16, progress=False, random_state=0)
+    plain = scvi.SCVI(**kw).fit(train_cells, batch_key="batch")
+    watched = scvi.SCVI(**kw).fit(train_cells, batch_key="batch", validation=val_cells)
+    hist = watched.history_
+    for key in ["val_loss", "val_reconstruction", "val_kl_z", "val_kl_l"]:
+        assert len(hist[key]) == 4 and np.all(np.isfinite(hist[key])), key
+    assert "val_loss" not in plain.history_
+    np.testing.assert_array_equal(watched.get_latent_representation(), plain.get_latent_representation())
+    assert hist["loss"] == plain.history_["loss"], "scoring validation cells must not move training's random stream"
+    # val_loss is the -ELBO (beta = 1) of the validation cells, from the model at the end of each epoch
+    np.testing.assert_allclose(hist["val_loss"], np.add(hist["val_reconstruction"], hist["val_kl_z"]), rtol=1e-6)
+    torch.manual_seed(123)
+    elbo_end = -watched.get_elbo(val_cells).mean()
+    assert abs(hist["val_loss"][-1] - elbo_end) < 0.02 * abs(elbo_end), (hist["val_loss"][-1], elbo_end)
+    # without batches, a plain matrix works as validation too
+    X = sim.X.toarray()
+    assert len(scvi.SCVI(**kw).fit(X[:600], validation=X[600:]).history_["val_loss"]) == 4
+
+
+def test_validation_cells_are_checked_like_the_training_cells(sim):
+    model = scvi.SCVI(epochs=1, n_latent=3, n_hidden=16, progress=False)
+    train_cells = sim[:600].copy()
+    with pytest.raises(ValueError, match="validation cells have 150 genes"):
+        model.fit(train_cells, batch_key="batch", validation=sim[600:, :150].copy())
+    shuffled = sim[600:, ::-1].copy()
+    with pytest.raises(ValueError, match="validation cells' genes"):
+        model.fit(train_cells, batch_key="batch", validation=shuffled)
+    with pytest.raises(ValueError, match="non-integer"):
+        model.fit(sim.X.toarray()[:600], validation=sim.X.toarray()[600:] + 0.5)
+    new = sim[600:].copy()
+    new.obs["batch"] = new.obs["batch"].cat.add_categories(["batch9"])
+    new.obs.loc[new.obs_names[0], "batch"] = "batch9"
+    with pytest.raises(ValueError, match="not seen during fit"):
+        model.fit(train_cells, batch_key="batch", validation=new)
+
+
+def test_knn_label_agreement_against_brute_force():
+    rng = np.random.default_rng(4)
+    latent = rng.normal(size=(90, 3))
+    labels = rng.choice(["x", "y", "z"], size=90)
+    batches = rng.choice(["a", "b", "c"], size=90)
+    for k in [1, 7, 200]:  # k beyond the size of the other batches: all of their cells
+        got = scvi.knn_label_agreement(latent, labels, batches, k=k)
+        d = ((latent[:, None] - latent[None]) ** 2).sum(-1)
+        per_cell = []
+        for i in range(90):
+            other = np.flatnonzero(batches != batches[i])
+            nearest = other[np.argsort(d[i, other])[:k]]
+            per_cell.append(np.mean(labels[nearest] == labels[i]))
+        assert np.isclose(got, np.mean(per_cell)), (k, got, np.mean(per_cell))
+    # types that line up across batches agree fully; types merged across batches do not
+    apart = np.vstack([rng.normal(0, 1, (100, 2)), rng.normal(50, 1, (100, 2))])
+    types = np.repeat(["t1", "t2"], 100)
+    assert scvi.knn_label_agreement(apart, types, np.tile(["a", "b"], 100), k=10) == 1.0
+    blob = rng.normal(size=(200, 2))  # both types merged into one cloud: half of the neighbours agree
+    merged = scvi.knn_label_agreement(blob, rng.permutation(types), np.tile(["a", "b"], 100), k=10)
+    assert 0.35 < merged < 0.65, merged
+    with pytest.raises(ValueError, match="two batches"):
+        scvi.knn_label_agreement(apart, types, np.repeat("a", 200))

@@ -28,7 +28,7 @@ def test_training_decreases_the_loss_and_recovers_weights():
     model = torch.nn.Linear(5, 1)
     hist = train(model, _mse, (X, y), epochs=30, batch_size=32, lr=0.05, progress=False)
     losses = hist["loss"]
-    assert len(losses) == 30 and hist.n_epochs == 30
+    assert len(losses) == 30 and len(hist) == 30
     assert losses[-1] < 0.01 * losses[0]
     np.testing.assert_allclose(model.weight.detach().numpy().ravel(), w.ravel(), atol=0.02)
     assert len(hist.step_loss) == 30 * 13  # ceil(400 / 32) steps per epoch

