@@ -16,20 +16,30 @@ training loop:
 
 The one deliberate change: classes are numbered in sorted order (the original numbers
 them in the order of a Python ``set``, which can change from run to run).
+
+``ACTINN(preprocess="code")`` does steps 1 to 4 on the reference alone, so that a trained
+model annotates any later query, matched to the model's genes by name.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import DataConversionWarning
+from sklearn.metrics import accuracy_score
+from sklearn.utils.multiclass import type_of_target
 from torch import nn
 
+from ._validation import (check_choice, check_counts, check_fitted, check_labels, check_matrix, check_positive,
+                          feature_names, is_anndata)
+from .base import SaveLoadMixin, StoreMixin
 from .mlp import make_torch_mlp
-from .preprocessing import check_counts, get_matrix
 from .training import History, fused_adam, get_device, train
 
 __all__ = [
@@ -50,11 +60,6 @@ VARIANTS = ("code", "lecture")
 TARGET_SUM = 1e4
 
 
-def _check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be 'code' (ACTINN's published code) or 'lecture' (the slide's formula); got {variant!r}")
-
-
 # ---------------------------------------------------------------------------------------
 # Preprocessing
 
@@ -66,27 +71,33 @@ def normalize(counts, variant: str = "code") -> np.ndarray:
     variant="lecture": x_i = log2(1e4 * (x~_i + 1) / N_i)  (the slide)
     N_i = sum_g x~_ig, the cell's total over the genes given.
     """
-    _check_variant(variant)
-    X = get_matrix(counts)
-    if X.ndim != 2:
-        raise ValueError(f"counts must be a cells x genes matrix, got shape {X.shape}")
-    X = X.toarray().astype(np.float32, copy=False) if sp.issparse(X) else np.array(X, dtype=np.float32)
-    N = X.sum(axis=1, keepdims=True, dtype=np.float64)
+    check_choice(variant, "variant", VARIANTS)
+    X = check_matrix(counts, name="counts", dtype=np.float32)
+    return _scale(X, _library_size(X), variant)
+
+
+def _library_size(counts) -> np.ndarray:
+    """N_i = sum_g x~_ig as a column (float64: exact for counts), refusing cells without counts."""
+    N = np.asarray(counts.sum(axis=1, dtype=np.float64)).reshape(-1, 1)
     if (N <= 0).any():
         bad = np.flatnonzero(N.ravel() <= 0)
         raise ValueError(
             f"{len(bad)} cell(s) (rows {bad[:5].tolist()}) have no counts over these genes, so N_i = 0 "
             "and the normalisation divides by zero: remove those cells first"
         )
+    return N
+
+
+def _scale(X: np.ndarray, N: np.ndarray, variant: str) -> np.ndarray:
+    """normalize's formula for float32 counts X and library sizes N; a new array (X is left unchanged)."""
     scale = (TARGET_SUM / N).astype(np.float32)
     if variant == "code":
-        X *= scale  # 1e4 * x~ / N
-        np.log2(X + 1, out=X)  # log2(1e4 x~ / N + 1)
+        out = np.multiply(X, scale, dtype=np.float32)  # 1e4 * x~ / N
+        out += 1
     else:
-        X += 1
-        X *= scale  # 1e4 (x~ + 1) / N
-        np.log2(X, out=X)
-    return X
+        out = np.add(X, 1, dtype=np.float32)
+        out *= scale  # 1e4 (x~ + 1) / N
+    return np.log2(out, out=out)
 
 
 TIE_RTOL = 1e-6
@@ -126,13 +137,8 @@ def filter_genes(X, variant: str = "code", percentiles: tuple[float, float] = (1
     Percentiles are NumPy's (linear interpolation), compared with a relative slack of
     1e-6 so that tied genes stay together; std divides by n (ddof=0).
     """
-    _check_variant(variant)
-    X = get_matrix(X)
-    if X.ndim != 2:
-        raise ValueError(f"X must be a cells x genes matrix, got shape {X.shape}")
-    X = X.toarray() if sp.issparse(X) else np.asarray(X)
-    if not np.isfinite(X).all():
-        raise ValueError("X contains NaN or infinite values: normalise raw counts with actinn.normalize first")
+    check_choice(variant, "variant", VARIANTS)
+    X = check_matrix(X, dtype=None)
     lo, hi = percentiles
     if not 0 <= lo < hi <= 100:
         raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}")
@@ -157,46 +163,34 @@ class Features(NamedTuple):
     genes: np.ndarray
 
 
-def _is_anndata(obj) -> bool:
-    return type(obj).__name__ == "AnnData" and hasattr(obj, "layers")
-
-
 def _counts_and_names(data, genes, name: str, layer: str | None):
     """(cells x genes counts as CSR or array, gene names, cell names or None)."""
-    cells = None
-    if _is_anndata(data):
-        X = get_matrix(data, layer)
-        names = np.asarray(data.var_names if genes is None else genes, dtype=str)
-        cells = np.asarray(data.obs_names, dtype=str)
-    elif isinstance(data, pd.DataFrame):
-        X = data.to_numpy()
-        names = np.asarray(data.columns if genes is None else genes, dtype=str)
-        cells = np.asarray(data.index, dtype=str)
-    else:
-        X = get_matrix(data)
-        if genes is None:
-            raise ValueError(
-                f"{name} is a bare matrix without gene names: pass {name}_genes=[...] (one name per column), "
-                "or an AnnData / a pandas DataFrame (cells x genes) that carries them"
-            )
-        names = np.asarray(genes, dtype=str)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a cells x genes matrix, got shape {X.shape}")
+    X = check_counts(data, layer, name=name)  # raw counts only: ACTINN normalises them itself
+    names = feature_names(data) if genes is None else np.asarray(genes, dtype=str)
+    if names is None:
+        raise ValueError(
+            f"{name} is a bare matrix without gene names: pass an AnnData or a pandas DataFrame (cells x genes) "
+            f"that carries them (actinn_preprocess also takes {name}_genes=[...], one name per column)"
+        )
     if names.ndim != 1 or len(names) != X.shape[1]:
         hint = " (it looks genes x cells: transpose it)" if len(names) == X.shape[0] else ""
         raise ValueError(f"{name} has {X.shape[1]} columns but {len(names)} gene names were given{hint}")
-    X = check_counts(X, name=name)  # raw counts only: ACTINN normalises them itself
-    return X, names, cells
+    cells = data.obs_names if is_anndata(data) else data.index if isinstance(data, pd.DataFrame) else None
+    return X, names, None if cells is None else np.asarray(cells, dtype=str)
+
+
+def _unique_upper(names: np.ndarray):
+    """Gene names in upper case, the first of repeated names only: (names, their column indices)."""
+    upper = np.char.upper(names.astype(str))
+    first = np.sort(np.unique(upper, return_index=True)[1])
+    return upper[first], first
 
 
 def _format(X, names: np.ndarray):
     """actinn_format.py, per data set: upper-case names, first of repeated names, no all-zero genes."""
-    upper = np.char.upper(names.astype(str))
-    _, first = np.unique(upper, return_index=True)
-    first = np.sort(first)
+    upper, first = _unique_upper(names)
     totals = np.asarray(X[:, first].sum(axis=0)).ravel()
-    keep = first[totals > 0]
-    return upper[keep], keep
+    return upper[totals > 0], first[totals > 0]
 
 
 def actinn_preprocess(
@@ -217,7 +211,7 @@ def actinn_preprocess(
     in sorted gene order, so the genes' order in the inputs does not matter.
     Note that the gene filter sees the test cells too, as in the original.
     """
-    _check_variant(variant)
+    check_choice(variant, "variant", VARIANTS)
     Xa, names_a, cells_a = _counts_and_names(train, train_genes, "train", layer)
     Xb, names_b, cells_b = _counts_and_names(test, test_genes, "test", layer)
     names_a, keep_a = _format(Xa, names_a)
@@ -351,15 +345,62 @@ def per_class_f1(y_true, y_pred) -> pd.Series:
 # The estimator
 
 
-class ACTINN:
+class ACTINN(SaveLoadMixin, StoreMixin, ClassifierMixin, BaseEstimator):
     """ACTINN's classifier with the published settings as defaults.
 
-    ``fit(X, labels)``: X is the normalised, filtered matrix from :func:`actinn_preprocess`
-    (NumPy, SciPy sparse, a pandas DataFrame or an AnnData); ``labels`` is an array with one
-    label per cell or, for an AnnData, the name of an ``obs`` column. Classes are sorted
-    (``classes_``). Training: Adam, learning rate lr * decay_rate ** floor(step / decay_steps),
-    minibatches of ``batch_size``, ``epochs`` passes, loss = mean cross-entropy +
-    l2 * sum ||W||^2 / 2. Runs on CUDA when available.
+    Two ways to use it, chosen by ``preprocess``:
+
+    * ``preprocess=None`` (the default): ``X`` holds features made beforehand, e.g.
+      ``actinn_preprocess(reference, query).train``; the model uses them as they are, and
+      a query must have the same features (matched by name when ``X`` carries names).
+    * ``preprocess="code"``: ``X`` holds raw counts with gene names (an AnnData, counts in
+      ``.X`` or ``layer``, or a pandas DataFrame), and the model annotates a query measured
+      on another gene set::
+
+          ACTINN(preprocess="code").fit(reference, "cell_type").predict(query)
+
+      ``fit`` formats the reference as ACTINN does (gene names upper-cased, the first of
+      repeated names, no all-zero genes), normalises every cell over all its genes,
+      x = log2(1e4 x~ / N + 1), and filters genes on the reference only (:func:`filter_genes`);
+      the kept genes are ``feature_names_in_``. ``predict`` / ``predict_proba`` /
+      ``store`` take the query's raw counts, match its genes to the model's by upper-cased
+      name (any order, extra genes ignored) and normalise each query cell with its own library
+      size N over all its genes. A model gene absent from the query (no column of that name)
+      takes its mean over the reference's cells, mean_g = (1/n) sum_i x_ig
+      (``feature_means_``): the input the network saw on average, a neutral value, as a
+      scaled gene's zero is in CellTypist. Zero would not be neutral: for unscaled
+      log-expression it claims the gene was measured and silent in every cell. A gene that is
+      in the query but has no counts in a cell is measured: its value is 0. Values are not
+      clipped: a query gene may exceed anything the reference showed (interferon-stimulated
+      genes in stimulated cells) and enters the network as it is. A UserWarning says how
+      many of the model's genes are missing; below ``min_gene_overlap`` (default 50 %) of
+      them present, prediction refuses with a ValueError. ``"lecture"`` does the same with
+      the lecture's normalisation and filter (``variant="lecture"``; lesson 03 shows why not
+      to use it).
+
+      Unlike ``actinn_preprocess``, the gene filter never sees the query, so the model does
+      not depend on which cells it will annotate. That has a price on a shifted query: on
+      pbmc3k -> Kang (benchmarks/results/actinn_query.md, 3 seeds) its accuracy was within
+      0.014 of the joint pipeline's on control cells but 0.066 lower, and far more dependent
+      on the seed (0.52 to 0.69), on interferon-stimulated ones. The query transform is not
+      the cause: absent genes at zero instead of their mean, or every gene clipped to
+      [0, its maximum over the reference], moved accuracy by less than 0.005 (the mean is
+      kept as the principled choice). The gap is in the fitted network: how much it leans
+      on the genes that stimulation raises (ISG15, IFI6, ISG20..., which the joint filter
+      drops) depends on the seed (on the worst, giving ten such genes their reference mean
+      raised accuracy from 0.52 to 0.59). The normalisation over each cell's own genes
+      changed nothing. When the query is known at
+      training time, fit on the reference's genes that have counts in it
+      (``reference[:, genes]``): that gap fell to 0.02.
+
+    ``fit(X, y)``: ``y`` is an array with one label per cell or, for an AnnData, the name of
+    an ``obs`` column. Classes are sorted (``classes_``). Training: Adam, learning rate
+    lr * decay_rate ** floor(step / decay_steps), minibatches of ``batch_size``, ``epochs``
+    passes, loss = mean cross-entropy + l2 * sum ||W||^2 / 2, seeded by ``random_state``
+    without touching torch's global random state. Runs on CUDA when available.
+    ``store(adata)`` writes ``adata.obs["actinn_prediction"]`` and
+    ``adata.obs["actinn_prediction_confidence"]``; ``save(path)`` / ``ACTINN.load(path)``
+    keep the hyperparameters, genes, classes, reference means and weights.
 
     The defaults are the paper's. They give a small reference few steps (pbmc3k: 21
     minibatches x 50 epochs = 1,050 steps at 1e-4); ``lr=1e-3`` (or more ``epochs``) fits
@@ -368,8 +409,12 @@ class ACTINN:
     on the seed (lesson 03; benchmarks/results/actinn.md).
     """
 
+    _store_kind = "obs"
+    _store_key = "actinn"
+
     def __init__(
         self,
+        preprocess: str | None = None,
         hidden: Sequence[int] = (100, 50, 25),
         lr: float = 1e-4,
         decay_rate: float = 0.95,
@@ -377,10 +422,13 @@ class ACTINN:
         l2: float = 0.005,
         epochs: int = 50,
         batch_size: int = 128,
+        min_gene_overlap: float = 0.5,
+        layer: str | None = None,
         random_state: int = 0,
         device: str | None = None,
         progress: bool = False,
     ):
+        self.preprocess = preprocess
         self.hidden = hidden
         self.lr = lr
         self.decay_rate = decay_rate
@@ -388,118 +436,216 @@ class ACTINN:
         self.l2 = l2
         self.epochs = epochs
         self.batch_size = batch_size
+        self.min_gene_overlap = min_gene_overlap
+        self.layer = layer
         self.random_state = random_state
         self.device = device
         self.progress = progress
 
-    # -- input handling --------------------------------------------------------------
-    def _matrix(self, X, fitting: bool) -> np.ndarray:
-        names = None
-        if _is_anndata(X):
-            names, X = np.asarray(X.var_names, dtype=str), get_matrix(X)
-        elif isinstance(X, pd.DataFrame):
-            names, X = np.asarray(X.columns, dtype=str), X.to_numpy()
-        else:
-            X = get_matrix(X)
-        if X.ndim != 2:
-            raise ValueError(f"X must be a cells x genes matrix, got shape {X.shape}")
-        X = np.ascontiguousarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)  # rows = cells, contiguous
-        if fitting and not np.isfinite(X).all():  # at prediction time, the logits are checked instead (faster)
-            raise ValueError("X contains NaN or infinite values: pass the output of actinn_preprocess")
-        if fitting:
-            self.feature_names_in_ = names
-            self.n_features_in_ = X.shape[1]
-            return X
-        if names is not None and self.feature_names_in_ is not None:
-            pos = pd.Index(names).get_indexer(self.feature_names_in_)
-            if (pos < 0).any():
-                missing = self.feature_names_in_[pos < 0]
-                raise ValueError(f"{len(missing)} gene(s) of the training data are missing from X, e.g. {missing[:5].tolist()}: "
-                                 "preprocess both sets together with actinn_preprocess")
-            X = X[:, pos]  # same genes, in the training order
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {X.shape[1]} genes but the model was trained on {self.n_features_in_}: "
-                             "preprocess both sets together with actinn_preprocess")
-        return X
+    @property
+    def _saved_attributes(self) -> tuple[str, ...]:
+        names = tuple(k for k in ("feature_names_in_", "feature_means_") if hasattr(self, k))
+        return ("classes_", "n_features_in_", "n_steps_", *names)
 
-    def _label_array(self, X, labels) -> np.ndarray:
-        if isinstance(labels, str):
-            if not _is_anndata(X):
-                raise TypeError(f"labels={labels!r} names an obs column, which needs an AnnData; pass an array of labels instead")
-            if labels not in X.obs:
-                raise KeyError(f"the AnnData has no obs column {labels!r}; its columns are {list(X.obs.columns)}")
-            labels = X.obs[labels]
-        y = pd.Series(np.asarray(labels.to_numpy() if hasattr(labels, "to_numpy") else labels, dtype=object))
-        if y.ndim != 1:
-            raise ValueError("labels must hold one label per cell")
-        if y.isna().any():
-            raise ValueError(f"{int(y.isna().sum())} label(s) are missing (NaN/None): drop those cells before fitting, "
-                             "e.g. adata[adata.obs['cell_type'].notna()]")
-        return y.to_numpy()
+    def _build_module(self) -> ACTINNNet:
+        return ACTINNNet(self.n_features_in_, len(self.classes_), self.hidden)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # sparse matrices are densified
+        return tags
+
+    def _check_params(self) -> None:
+        check_choice(self.preprocess, "preprocess", (None, *VARIANTS))
+        for name in ("lr", "decay_rate"):
+            check_positive(getattr(self, name), name)
+        check_positive(self.l2, "l2", allow_zero=True)
+        check_positive(self.epochs, "epochs", integer=True, allow_zero=True)
+        check_positive(self.random_state, "random_state", integer=True, allow_zero=True)
+        for name in ("decay_steps", "batch_size"):
+            check_positive(getattr(self, name), name, integer=True)
+        for width in self.hidden:
+            check_positive(width, "every width in hidden", integer=True)
+        if not 0 < check_positive(self.min_gene_overlap, "min_gene_overlap") <= 1:
+            raise ValueError(f"min_gene_overlap is the share of the model's genes a query must have, in (0, 1]; got {self.min_gene_overlap}")
+
+    # -- raw counts in (preprocess="code" or "lecture") ----------------------------------
+    def _reference_features(self, X):
+        """The reference's normalised, filtered matrix and the kept genes' names (upper case)."""
+        counts, names, _ = _counts_and_names(X, None, "X", self.layer)
+        names, cols = _format(counts, names)
+        order = np.argsort(names)  # sorted by name, as actinn_preprocess does
+        names, cols = names[order], cols[order]
+        A = normalize(counts[:, cols], self.preprocess)  # N_i over all the cell's genes
+        mask = filter_genes(A, self.preprocess)  # on the reference only
+        return np.ascontiguousarray(A[:, mask]), names[mask]
+
+    def _query_features(self, X) -> np.ndarray:
+        """A query's raw counts as the model's features: genes matched by name, missing ones at the reference's mean."""
+        counts, names, _ = _counts_and_names(X, None, "X", self.layer)
+        names, first = _unique_upper(names)
+        N = _library_size(counts[:, first])  # the cell's own library size over all its genes
+        pos = pd.Index(names).get_indexer(self.feature_names_in_)
+        present = pos >= 0
+        n, n_present = len(pos), int(present.sum())
+        if n_present < self.min_gene_overlap * n:
+            raise ValueError(
+                f"only {n_present:,} of the model's {n:,} genes ({n_present / n:.0%}) are in X, fewer than "
+                f"min_gene_overlap = {self.min_gene_overlap:.0%} (e.g. missing: {self.feature_names_in_[~present][:3].tolist()}): "
+                "give the query's raw counts with the same kind of gene names as the reference (symbols or Ensembl ids, "
+                "same species), or lower min_gene_overlap if you accept predictions from fewer genes"
+            )
+        if n_present < n:
+            warnings.warn(f"{n - n_present:,} of the model's {n:,} genes ({1 - n_present / n:.1%}) are not in X; they take "
+                          f"the reference's mean value, and the prediction rests on the other {n_present:,}",
+                          UserWarning, stacklevel=2)
+        Q = np.zeros((counts.shape[0], n), dtype=np.float32)
+        sub = counts[:, first[pos[present]]]
+        Q[:, present] = sub.toarray() if sp.issparse(sub) else sub
+        Q = _scale(Q, N, self.preprocess)
+        Q[:, ~present] = self.feature_means_[~present]  # not measured: mean_g over the reference's cells, a neutral value
+        return Q
+
+    # -- features in (preprocess=None) -------------------------------------------------
+    def _features(self, X) -> np.ndarray:
+        if self.preprocess is not None:
+            return self._query_features(X)
+        names, fitted = feature_names(X), getattr(self, "feature_names_in_", None)
+        align = names is not None and fitted is not None
+        Xm = check_matrix(X, layer=self.layer, dtype=np.float32, finite=False, n_features=None if align else self.n_features_in_)
+        if align:
+            pos = pd.Index(names).get_indexer(fitted)
+            if (pos < 0).any():
+                raise ValueError(f"{int((pos < 0).sum())} gene(s) of the training data are missing from X, e.g. "
+                                 f"{fitted[pos < 0][:5].tolist()}: preprocess both sets together with actinn_preprocess, "
+                                 "or fit ACTINN(preprocess='code') on raw counts to annotate a query with other genes")
+            Xm = Xm[:, pos]  # same genes, in the training order
+        return Xm
 
     # -- scikit-learn API ------------------------------------------------------------
-    def fit(self, X, labels) -> "ACTINN":
-        y = self._label_array(X, labels)
-        Xm = self._matrix(X, fitting=True)
-        if len(y) != Xm.shape[0]:
-            raise ValueError(f"X has {Xm.shape[0]} cells but {len(y)} labels were given")
+    def fit(self, X, y) -> "ACTINN":
+        """Train on ``X`` (features, or raw counts with ``preprocess``) and ``y``, one label per cell."""
+        self._check_params()
+        if not isinstance(y, str) and np.asarray(y).ndim == 2:
+            warnings.warn("A column-vector y was passed when a 1d array was expected (one label per cell): y.ravel() is used",
+                          DataConversionWarning, stacklevel=2)
+        y = check_labels(X, y)
+        if type_of_target(y) == "continuous":
+            raise ValueError(f"y holds continuous values (e.g. {y[0]!r}): ACTINN predicts categories; pass cell-type labels")
+        if self.preprocess is None:
+            names = feature_names(X)
+            Xm = np.ascontiguousarray(check_matrix(X, layer=self.layer, dtype=np.float32))  # rows = cells, contiguous
+        else:
+            Xm, names = self._reference_features(X)
         try:
             classes, y_idx = np.unique(y, return_inverse=True)  # sorted class order
         except TypeError:
             raise TypeError("labels mix types that cannot be sorted (e.g. strings and numbers): convert them with .astype(str)") from None
         classes = np.asarray(classes.tolist())
         if len(classes) < 2:
-            raise ValueError(f"the labels hold a single class ({classes[0]!r}): a classifier needs at least two cell types")
-        self.classes_ = classes
+            raise ValueError(f"the labels hold one class only ({classes[0]!r}): a classifier needs at least two cell types")
+        self.classes_, self.n_features_in_ = classes, Xm.shape[1]
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        if self.preprocess is not None:  # mean_g = (1/n) sum_i x_ig: what a gene missing from a query takes
+            self.feature_means_ = Xm.mean(axis=0, dtype=np.float64).astype(np.float32)
+        elif hasattr(self, "feature_means_"):
+            del self.feature_means_
         dev = get_device(self.device)
-        torch.manual_seed(int(self.random_state))
-        self.module_ = ACTINNNet(Xm.shape[1], len(classes), self.hidden).to(dev)
-        optimizer = fused_adam(self.module_.parameters(), lr=self.lr)
         l2 = float(self.l2)
 
-        def loss_fn(module, batch, epoch):
-            xb, yb = batch
+        def loss_fn(module, minibatch, epoch):
+            xb, yb = minibatch
             return module.loss(xb, yb, l2)
 
-        self.history_: History = train(
-            self.module_, loss_fn, (Xm, y_idx.astype(np.int64)),
-            epochs=self.epochs, batch_size=self.batch_size, optimizer=optimizer,
-            lr_schedule=lambda s: staircase_lr(s, 1.0, self.decay_rate, self.decay_steps),
-            device=dev, seed=int(self.random_state), progress=self.progress, desc="ACTINN",
-        )
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):  # global RNG state left as it was
+            torch.manual_seed(int(self.random_state))
+            self.module_ = ACTINNNet(Xm.shape[1], len(classes), self.hidden).to(dev)
+            self.history_: History = train(
+                self.module_, loss_fn, (Xm, y_idx.astype(np.int64)),
+                epochs=self.epochs, batch_size=self.batch_size, optimizer=fused_adam(self.module_.parameters(), lr=self.lr),
+                lr_schedule=lambda s: staircase_lr(s, 1.0, self.decay_rate, self.decay_steps),
+                device=dev, seed=int(self.random_state), progress=self.progress, desc="ACTINN",
+            )
         self.n_steps_ = len(self.history_.step_loss)
         return self
 
-    def _check_fitted(self):
-        if not hasattr(self, "module_"):
-            raise RuntimeError("this ACTINN model is not fitted yet: call fit(X, labels) first")
-
     @torch.inference_mode()
-    def decision_function(self, X, batch_size: int = 1024) -> np.ndarray:
+    def _logits(self, X, batch_size: int = 1024) -> np.ndarray:
         """Logits h (cells x k)."""
-        self._check_fitted()
-        Xm = self._matrix(X, fitting=False)
+        check_fitted(self)
+        Xm = self._features(X)
         dev = next(self.module_.parameters()).device
         self.module_.eval()
         out = [self.module_(torch.from_numpy(Xm[i:i + batch_size]).to(dev)).cpu() for i in range(0, len(Xm), batch_size)]
-        h = torch.cat(out).numpy() if out else np.zeros((0, len(self.classes_)), np.float32)
+        h = torch.cat(out).numpy()
         bad = ~np.isfinite(h).all(axis=1)
-        if bad.any():
+        if bad.any():  # checked here rather than on X: cheaper
             raise ValueError(f"X contains NaN or infinite values: the logits of {int(bad.sum())} cell(s), e.g. row "
                              f"{int(np.flatnonzero(bad)[0])}, are not finite; pass the output of actinn_preprocess")
         return h
 
-    def predict_proba(self, X) -> np.ndarray:
+    def decision_function(self, X, batch_size: int = 1024) -> np.ndarray:
+        """Logits h (cells x k); for two classes, scikit-learn's log-odds h_1 - h_0 (one per cell)."""
+        h = self._logits(X, batch_size)
+        return h[:, 1] - h[:, 0] if h.shape[1] == 2 else h
+
+    def predict_proba(self, X, batch_size: int = 1024) -> np.ndarray:
         """p(y = j | x) = softmax(h)_j, cells x k, columns in the order of ``classes_``."""
-        h = torch.from_numpy(self.decision_function(X))
-        return torch.softmax(h.double(), dim=1).numpy()
+        return torch.softmax(torch.from_numpy(self._logits(X, batch_size)).double(), dim=1).numpy()
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X, batch_size: int = 1024) -> np.ndarray:
         """The most probable cell type of each cell (argmax of the logits)."""
-        self._check_fitted()
-        return self.classes_[np.argmax(self.decision_function(X), axis=1)]
+        h = self._logits(X, batch_size)
+        return self.classes_[np.argmax(h, axis=1)]
 
-    def score(self, X, labels) -> float:
-        """Accuracy on labelled cells."""
-        y = self._label_array(X, labels)
-        return float(np.mean(self.predict(X) == y))
+    def score(self, X, y, sample_weight=None) -> float:
+        """Accuracy on labelled cells (``y``: labels, or an obs column of an AnnData ``X``)."""
+        return float(accuracy_score(check_labels(X, y), self.predict(X), sample_weight=sample_weight))
+
+
+# ---------------------------------------------------------------------------------------
+# Choosing a setting on validation cells, and rejecting uncertain cells (lesson 03)
+
+UNKNOWN = "unknown"
+
+
+def choose_setting(scores, default: str) -> str:
+    """The setting to use, from validation scores per seed: the default unless beaten on every seed.
+
+    ``scores`` maps each setting's name to its scores on the validation cells, one per seed
+    (higher is better). A challenger c replaces ``default`` only if min_seeds(c) >
+    max_seeds(default); among several, the one with the highest mean (the first on ties).
+    """
+    if not isinstance(scores, dict) or default not in scores:
+        raise ValueError(f"scores must be a dict of setting -> list of scores per seed that includes the default "
+                         f"{default!r}; got {type(scores).__name__}{' with ' + str(list(scores)[:5]) if isinstance(scores, dict) else ''}")
+    values = {}
+    for name, s in scores.items():
+        s = np.asarray(s, dtype=float).ravel()
+        if s.size == 0 or not np.isfinite(s).all():
+            raise ValueError(f"the scores of {name!r} must be one finite number per seed, got {s.tolist()}")
+        values[name] = s
+    best_default = values[default].max()
+    beaten = [name for name, s in values.items() if name != default and s.min() > best_default]
+    if not beaten:
+        return default
+    return max(beaten, key=lambda name: values[name].mean())  # max keeps the first of equal means
+
+
+def reject_uncertain(proba, classes, threshold: float, unknown: str = UNKNOWN) -> np.ndarray:
+    """The most probable class per cell, or ``unknown`` where max_j p(y = j | x) < threshold.
+
+    ``proba``: cells x k probabilities, columns in the order of ``classes``. Returns an
+    array of labels (dtype object).
+    """
+    P = check_matrix(proba, name="proba", dtype=np.float64)
+    classes = np.asarray(classes, dtype=object)
+    if classes.ndim != 1 or len(classes) != P.shape[1]:
+        raise ValueError(f"proba has {P.shape[1]} columns but {classes.size} classes were given: pass model.classes_")
+    labels = classes[np.argmax(P, axis=1)]  # y_hat_i = argmax_j p(y = j | x_i)
+    labels[P.max(axis=1) < threshold] = unknown  # max_j p(y = j | x_i) < threshold: no call
+    return labels
+

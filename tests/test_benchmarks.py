@@ -52,6 +52,26 @@ def test_scvi_full_fit_gives_every_measure_for_the_course(monkeypatch):
     assert -1 <= measures["ari"] <= 1 and line.startswith("seed 3 sclecture:")
 
 
+def test_scvi_genes_report_gives_each_rounds_ratio(tmp_path, monkeypatch):
+    import argparse
+
+    import bench_scvi_genes
+
+    monkeypatch.setattr(bench_scvi_genes, "RESULTS", tmp_path)
+    key = "pbmc3k-2000"
+    rows = [(key, "check", "loss_rel_diff", 0.0, ""), (key, "check", "grad_rel_diff", 1e-7, "")]
+    for r, (ours, peer) in enumerate([(7000.0, 3500.0), (6600.0, 3000.0)]):
+        rows += [(key, "sclecture", "cells_per_s", ours, ""), (key, "scvi-tools", "cells_per_s", peer, ""),
+                 (key, "sclecture", "dynamo_import_s", 1.0, ""), (key, "ratio", "speedup", ours / peer, ""),
+                 (key, "ratio", "speedup_with_dynamo_import", 1.5, "")]
+    args = argparse.Namespace(datasets=[key], rounds=2, timing_epochs=20, before=None, quality=[], threads=1,
+                              mc_samples=100, out="genes", epochs=100, seeds=[0], jobs=1)
+    bench_scvi_genes.write(rows, args, ["sclecture", "scvi-tools"], rounds_done=2, quiet=True)
+    md = (tmp_path / "genes.md").read_text()
+    assert "| pbmc3k | 2,000 | 6800 | 3250 | **2.10x** | 2.00, 2.20 |" in md
+    assert (tmp_path / "genes.csv").exists()
+
+
 def test_scvi_benchmark_rejects_zero_jobs():
     with pytest.raises(SystemExit):
         bench_scvi.main(["--jobs", "0"])

@@ -83,6 +83,86 @@ def test_module_likelihood_against_torch_distributions(likelihood):
     torch.testing.assert_close(m.log_likelihood(x, gen), expected.sum(-1))
 
 
+def _likelihood_inputs(seed, shape=(9, 40), dtype=torch.float64):
+    """Random counts with many zeros, some huge counts, and mu, theta, eta over wide ranges."""
+    g = torch.Generator().manual_seed(seed)
+    n, n_genes = shape[-2], shape[-1]
+    x = torch.poisson(torch.exp(torch.randn(shape, generator=g) * 1.5 - 0.5), generator=g)
+    x[..., 0, :4] = torch.tensor([1e4, 3e3, 1.0, 250.0])  # large counts
+    x[..., 1, :] = 0  # a cell of zeros
+    mu = torch.exp(torch.randn(shape, generator=g) * 3).to(dtype)  # about 1e-4 to 1e4
+    theta = torch.exp(torch.randn(n_genes, generator=g) * 2).to(dtype)
+    theta[:3] = torch.tensor([1e-6, 1e-3, 1e6])  # tiny and huge dispersions
+    theta[3:6] = torch.tensor([1e4, 5e-2, 1e5])
+    eta = (torch.randn(shape, generator=g) * 4).to(dtype)
+    assert n > 2 and (x == 0).float().mean() > 0.3
+    return x.to(dtype), mu, theta, eta
+
+
+@pytest.mark.parametrize("zero_inflated", [True, False])
+@pytest.mark.parametrize("shape", [(9, 40), (3, 9, 40)])
+@pytest.mark.parametrize("sparse_below", [1.0, 0.0], ids=["nonzero-entries", "dense"])
+def test_fast_likelihood_matches_the_plain_formulas(zero_inflated, shape, sparse_below, monkeypatch):
+    """The likelihood the module trains with against distributions._log_zinb / _log_nb: values and gradients,
+    both where the lgamma terms run on the nonzero counts only and where they run on every entry."""
+    from sclecture.distributions import _log_nb, _log_zinb
+
+    monkeypatch.setattr(scvi.CountTerms, "SPARSE_BELOW", sparse_below)
+    for seed in range(3):
+        x, mu, theta, eta = _likelihood_inputs(seed, shape)
+        args = [mu.requires_grad_(), theta.requires_grad_()] + ([eta.requires_grad_()] if zero_inflated else [])
+        plain = (_log_zinb(x, mu, theta, eta) if zero_inflated else _log_nb(x, mu, theta)).sum(-1)
+        fast = scvi.zinb_log_likelihood(x, mu, theta, eta if zero_inflated else None)
+        assert fast.shape == plain.shape == shape[:-1]
+        torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+        weights = torch.rand(plain.shape, generator=torch.Generator().manual_seed(seed), dtype=x.dtype)
+        expected = torch.autograd.grad((plain * weights).sum(), args)
+        got = torch.autograd.grad((fast * weights).sum(), args)
+        for name, a, b in zip(["mu", "theta", "pi_logits"], got, expected):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"d/d {name}: {m}")
+
+
+def test_fast_likelihood_gradcheck_and_float32():
+    x, mu, theta, eta = _likelihood_inputs(5, (4, 7))
+    theta = theta.clamp(1e-2, 1e2)  # finite differences need moderate theta
+    terms = scvi.CountTerms(x)
+    assert torch.autograd.gradcheck(lambda m, t, e: scvi.zinb_log_likelihood(x, m, t, e, terms=terms),
+                                    (mu.clamp(1e-2, 1e3).requires_grad_(), theta.requires_grad_(),
+                                     eta.requires_grad_()))
+    # float32, as in training: within float32 rounding of the exact (float64) value, as the plain formula is
+    from sclecture.distributions import _log_zinb
+
+    x, mu, theta, eta = _likelihood_inputs(6, (16, 200))
+    theta = theta.clamp(1e-3, 1e3)  # lgamma(x + theta) - lgamma(theta) cancels in float32 for huge theta
+    exact = _log_zinb(x, mu, theta, eta).sum(-1)
+    f32 = [t.float() for t in (x, mu, theta, eta)]
+    for name, value in (("plain", _log_zinb(*f32).sum(-1)), ("fast", scvi.zinb_log_likelihood(*f32))):
+        rel = ((value.double() - exact).abs() / exact.abs()).max()
+        assert rel < 1e-5, f"{name} float32 log-likelihood is {rel:.2g} (relative) off the float64 value"
+
+
+def test_module_loss_equals_the_plain_formula_loss():
+    """Same weights, same noise: the training loss with the fast likelihood equals the plain formula's."""
+    from sclecture.distributions import _log_zinb
+
+    torch.manual_seed(0)
+    m = scvi.SCVIModule(n_genes=30, n_batches=2, n_latent=3, n_hidden=16).double()
+    x = torch.poisson(torch.full((11, 30), 0.7)).double()
+    x[:, 0] += 1
+    b = torch.tensor([0, 1] * 5 + [0])
+    torch.manual_seed(1)
+    loss = m.loss(x, b, kl_weight=0.5)["loss"]
+    grads = torch.autograd.grad(loss, list(m.parameters()))
+    torch.manual_seed(1)
+    inf = m.inference(x, b)
+    gen = m.generative(inf["z"], inf["library"], b)
+    log_px = _log_zinb(x, gen["mu"], gen["theta"], gen["pi_logits"]).sum(-1)
+    plain = (-log_px + 0.5 * scvi.kl_normal(inf["qz_mu"], inf["qz_var"])).mean()
+    torch.testing.assert_close(loss, plain, rtol=1e-10, atol=1e-10)
+    for a, e in zip(grads, torch.autograd.grad(plain, list(m.parameters()))):
+        torch.testing.assert_close(a, e, rtol=1e-8, atol=1e-10)
+
+
 def test_loss_is_the_negative_elbo_and_warmup_weights_only_kl_z():
     torch.manual_seed(0)
     m = scvi.SCVIModule(n_genes=10, n_latent=3, n_hidden=8, library="latent", l_mu=[3.0], l_var=[0.2])

@@ -74,6 +74,8 @@ REFERENCES: dict[str, list[str]] = {
     "actinn-loss-test": ["sclecture.actinn.actinn_loss", "sclecture.actinn.ACTINNNet.loss"],
     "actinn-schedule-test": ["sclecture.actinn.staircase_lr"],
     "actinn-metrics-test": ["sclecture.actinn.accuracy_macro_f1", "sclecture.actinn.per_class_f1"],
+    "actinn-reject-test": ["sclecture.actinn.reject_uncertain"],
+    "actinn-choose-test": ["sclecture.actinn.choose_setting"],
     "fa-sample-test": ["sclecture.factor.sample_fa", "sclecture.factor._LinearGaussian.sample"],
     "fa-marginal-test": ["sclecture.factor.marginal_covariance", "sclecture.factor._LinearGaussian.get_covariance"],
     "gauss-loglik-test": ["sclecture.factor.average_log_likelihood", "sclecture.factor.mvn_logpdf",

@@ -1,0 +1,351 @@
+"""Lesson 06 benchmark across gene counts: the course's scVI against scvi-tools at 558, 2,000 and 4,000 genes.
+
+``bench_scvi.py`` compares the two on zeisel_cortex's 558 genes; scvi-tools' tutorials train on
+2,000 or more highly variable genes, where the likelihood's elementwise work grows with the genes.
+Same model and training settings as ``bench_scvi.py`` (10 latent, one hidden layer of 128, dropout
+0.1, ZINB, gene-wise theta, observed library, Adam lr 1e-3, minibatches of 128, KL warm-up over a
+quarter of the epochs). Data sets (genes of largest raw-count variance; cells without counts in
+them dropped):
+
+* ``zeisel_cortex-558``: zeisel_cortex, 558 genes (the scVI paper's CORTEX selection);
+* ``pbmc3k-2000``: pbmc3k, 2,000 genes (the size of scvi-tools' tutorials' gene sets);
+* ``pbmc3k-4000``: pbmc3k, 4,000 genes.
+
+Measured in one run:
+
+* equivalence, per data set: scvi-tools' ``VAE`` and the course's ``SCVIModule`` given the same
+  weights, minibatch and noise give the same loss and gradients (``bench_scvi.module_check``);
+* throughput: the whole fit call (``SCVI.fit``; scvi-tools' ``model.train``) of ``--timing-epochs``
+  epochs on all cells, each run in a fresh process, ``--rounds`` interleaved rounds (the order of the
+  implementations alternates); cells x epochs / seconds of the call, the median over rounds and
+  each round's ratio. ``--before PATH`` adds a third implementation: the same runs with an older copy
+  of the package (the folder that holds its ``sclecture/``), for before/after ratios;
+* quality, on ``--quality`` data sets: one full fit per seed and implementation on a stratified
+  75/25 split, held-out -ELBO and importance-sampled -log p(x) per cell, k-means ARI / NMI and the
+  silhouette of the labelled cells' latent space, the Welch 95 % interval of the difference in
+  -log p(x) (``bench_scvi.welch_interval``), and the first seed's scvi-tools model scored by both
+  codes.
+
+Writes ``benchmarks/results/scvi_genes.md`` and ``benchmarks/results/scvi_genes.csv``.
+
+    OMP_WAIT_POLICY=PASSIVE SCLECTURE_DATA_DIR=../shared/data nice python benchmarks/bench_scvi_genes.py --threads 1
+    python benchmarks/bench_scvi_genes.py --rounds 1 --timing-epochs 3 --quality --datasets pbmc3k-2000  # a quick look
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see GUIDE: busy-waiting threads)
+
+import argparse
+import csv
+import importlib
+import importlib.util
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench_scvi  # noqa: E402  (Course, Peer, module_check, copy_peer_weights, welch_interval)
+
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+DATASETS = {"zeisel_cortex-558": ("zeisel_cortex", 558), "pbmc3k-2000": ("pbmc3k", 2000),
+            "pbmc3k-4000": ("pbmc3k", 4000)}
+UNLABELLED = "unlabelled"
+
+
+def load(key: str):
+    """(all cells, train split, test split) of a data set, its genes of largest raw-count variance."""
+    import sclecture.datasets as ds
+    from sklearn.model_selection import train_test_split
+
+    name, n_genes = DATASETS[key]
+    adata = getattr(ds, name)()
+    X = adata.X
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
+    adata = adata[:, np.sort(np.argsort(-var, kind="stable")[:n_genes])].copy()
+    adata = adata[np.asarray(adata.X.sum(axis=1)).ravel() > 0].copy()
+    labels = adata.obs["cell_type"].astype(object).where(adata.obs["cell_type"].notna(), UNLABELLED).astype(str)
+    adata.obs["label"] = labels.to_numpy()
+    train, test = train_test_split(np.arange(adata.n_obs), test_size=0.25, stratify=adata.obs["label"],
+                                   random_state=0)
+    return adata, adata[train].copy(), adata[test].copy()
+
+
+_DATA: dict = {}
+
+
+def data(key: str):
+    if key not in _DATA:
+        _DATA[key] = load(key)
+    return _DATA[key]
+
+
+IMPLS = {"sclecture": bench_scvi.Course, "scvi-tools": bench_scvi.Peer}
+
+
+# --------------------------------------------------------------------------- throughput, one fit per fresh process
+
+def throughput_worker(spec: dict) -> dict:
+    torch.set_num_threads(spec["threads"])
+    adata = data(spec["dataset"])[0]
+    impl = IMPLS["scvi-tools" if spec["impl"] == "scvi-tools" else "sclecture"](spec["epochs"], spec["warmup"],
+                                                                                spec["seed"])
+    # torch.optim imports torch._dynamo on first use (about a second); `import scvi` has already done it,
+    # so it is timed apart: a one-time library import, not training
+    start = time.perf_counter()
+    importlib.import_module("torch._dynamo")
+    dynamo_s = time.perf_counter() - start
+    impl.fit(adata)
+    return {"fit_s": impl.fit_call_s, "dynamo_s": dynamo_s, "n_cells": adata.n_obs,
+            "sclecture": str(Path(sys.modules["sclecture"].__file__).parent)}
+
+
+def run_worker(spec: dict, before: str | None) -> dict:
+    """One throughput fit in a fresh interpreter (the older package first on the path for 'before')."""
+    paths = [before] if spec["impl"] == "before" else [str(ROOT)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "PYTHONWARNINGS": "ignore"}
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
+                         capture_output=True, text=True, env=env, cwd=ROOT)
+    if res.returncode != 0:
+        raise RuntimeError(f"throughput worker {spec} failed:\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    expected = Path(before if spec["impl"] == "before" else ROOT).resolve() / "sclecture"
+    if Path(out["sclecture"]).resolve() != expected:
+        raise RuntimeError(f"the {spec['impl']} worker imported sclecture from {out['sclecture']}, not {expected}")
+    return out
+
+
+# --------------------------------------------------------------------------- quality, one full fit per seed
+
+def full_fit(name: str, key: str, seed: int, epochs: int, warmup: int, mc_samples: int, threads: int,
+             score_with_course: bool = False) -> tuple[list, str]:
+    from sclecture.scvi import SCVI, clustering_scores
+
+    torch.set_num_threads(threads)
+    adata, train, test = data(key)
+    impl = IMPLS[name](epochs, warmup, seed)
+    impl.fit(train)
+    elbo, ll = impl.elbo(test), impl.marginal_ll(test, mc_samples)
+    labelled = adata.obs["label"].to_numpy() != UNLABELLED
+    sc = clustering_scores(impl.latent(adata)[labelled], adata.obs["label"].to_numpy()[labelled], random_state=0)
+    res = {"fit_s": impl.fit_call_s, "neg_elbo": -float(np.mean(elbo)), "neg_marginal_ll": -float(np.mean(ll)),
+           "ari": sc["ari"], "nmi": sc["nmi"], "silhouette": sc["silhouette"]}
+    rows = [(key, name, k, v, f"seed {seed}") for k, v in res.items()]
+    line = f"{key} seed {seed} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items())
+    if score_with_course:  # the same scvi-tools model scored by the course's code
+        scorer = SCVI(epochs=0, random_state=seed, device="cpu", progress=False).fit(train)
+        bench_scvi.copy_peer_weights(impl.model.module, scorer.module_)
+        ours = -float(np.mean(scorer.get_marginal_ll(test, n_samples=mc_samples)))
+        rows.append((key, "check", "eval_diff", ours - res["neg_marginal_ll"],
+                     f"seed {seed}: scvi-tools' model, -log p(x) by sclecture minus by scvi-tools"))
+        line += f"\n  scvi-tools' model scored by both codes: {ours:.2f} (sclecture) vs {res['neg_marginal_ll']:.2f}"
+    return rows, line
+
+
+def full_fits(tasks: list[tuple], jobs: int):
+    if jobs == 1:
+        yield from (full_fit(*t) for t in tasks)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from (f.result() for f in [pool.submit(full_fit, *t) for t in tasks])
+
+
+# --------------------------------------------------------------------------- the run
+
+def run(args) -> None:
+    torch.set_num_threads(args.threads)
+    rows = []  # (dataset, implementation, measure, value, detail)
+    impls = ["sclecture", "scvi-tools"] + (["before"] if args.before else [])
+    warmup = args.timing_epochs // 4
+    for key in args.datasets:
+        adata, train, test = data(key)
+        print(f"{key}: {adata.n_obs} cells x {adata.n_vars} genes, {adata.X.nnz / np.prod(adata.shape):.0%} nonzero",
+              flush=True)
+        check = bench_scvi.module_check(train)
+        for k in ("loss_rel_diff", "grad_rel_diff"):
+            rows.append((key, "check", k, check[k], f"same weights, minibatch and noise; {check['n_parameters']} parameters"))
+        print(f"  same weights: loss differs by {check['loss_rel_diff']:.1e}, gradients by {check['grad_rel_diff']:.1e}",
+              flush=True)
+
+    for r in range(args.rounds):
+        for key in args.datasets:
+            order = impls if r % 2 == 0 else impls[::-1]
+            got, with_import = {}, {}
+            for impl in order:
+                spec = {"impl": impl, "dataset": key, "epochs": args.timing_epochs, "warmup": warmup, "seed": 100 + r,
+                        "threads": args.threads}
+                out = run_worker(spec, args.before)
+                got[impl] = out["n_cells"] * args.timing_epochs / out["fit_s"]
+                with_import[impl] = out["n_cells"] * args.timing_epochs / (out["fit_s"] + out["dynamo_s"])
+                rows.append((key, impl, "cells_per_s", got[impl], f"round {r}: {out['n_cells']} cells x "
+                             f"{args.timing_epochs} epochs / {out['fit_s']:.2f} s (whole fit call)"))
+                rows.append((key, impl, "dynamo_import_s", out["dynamo_s"], f"round {r}: import torch._dynamo "
+                             "before the fit call"))
+            rows.append((key, "ratio", "speedup", got["sclecture"] / got["scvi-tools"], f"round {r}"))
+            rows.append((key, "ratio", "speedup_with_dynamo_import", with_import["sclecture"] / with_import["scvi-tools"],
+                         f"round {r}: fit call + the one-time torch._dynamo import"))
+            if args.before:
+                rows.append((key, "ratio", "speedup_before", got["before"] / got["scvi-tools"], f"round {r}"))
+            print(f"round {r} {key}: " + ", ".join(f"{k} {v:.0f} cells/s" for k, v in got.items())
+                  + f"; ratio {got['sclecture'] / got['scvi-tools']:.2f}x, load {os.getloadavg()[0]:.1f}", flush=True)
+        write(list(rows), args, impls, rounds_done=r + 1, quiet=True)  # a stopped run keeps its finished rounds
+
+    tasks = []
+    for key in args.quality:
+        w = args.epochs // 4
+        for i, seed in enumerate(args.seeds):
+            for name in (["sclecture", "scvi-tools"] if i % 2 == 0 else ["scvi-tools", "sclecture"]):
+                tasks.append((name, key, seed, args.epochs, w, args.mc_samples, args.threads,
+                              name == "scvi-tools" and i == 0))
+    for fit_rows, line in full_fits(tasks, args.jobs):
+        rows += fit_rows
+        print(line, flush=True)
+    write(rows, args, impls, rounds_done=args.rounds)
+
+
+def _values(rows, key, impl, measure):
+    return [r[3] for r in rows if r[0] == key and r[1] == impl and r[2] == measure]
+
+
+def write(rows, args, impls, rounds_done: int, quiet: bool = False) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    label = {"sclecture": "sclecture", "scvi-tools": "scvi-tools 1.4.2", "before": "sclecture before"}
+    lines = [
+        "# scVI against scvi-tools across gene counts",
+        "",
+        f"Generated by `benchmarks/bench_scvi_genes.py` on {time.strftime('%Y-%m-%d')}: "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU core(s), torch {torch.__version__}, "
+        f"{args.threads} torch thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load average at the end "
+        f"{os.getloadavg()[0]:.1f}.",
+        "",
+        "Same model and settings for both: 10 latent dims, 1 x 128 hidden, BatchNorm, dropout 0.1, ZINB, gene-wise "
+        "theta, observed library, Adam lr 1e-3 (eps 0.01, weight decay 1e-6), minibatches of 128. Genes of largest "
+        "raw-count variance."
+        + (f" Throughput: the whole fit call (`SCVI.fit`, scvi-tools' `model.train`) of "
+           f"{args.timing_epochs} epochs on all cells (KL warm-up {args.timing_epochs // 4} epochs), each in a fresh "
+           f"process, {rounds_done} interleaved round(s) (order alternating), median over rounds"
+           + (f"; `sclecture before`: the same code path from `{args.before}` (the package before this change)."
+              if args.before else ".") if args.rounds else ""),
+        "",
+    ]
+    if args.rounds:
+        lines += [
+            "## Throughput (training cells per second, whole fit call)",
+            "",
+            "| data | genes | " + " | ".join(label[i] for i in impls) + " | ratio (median of rounds) | ratio per round |"
+            + (" before: ratio (per round) |" if "before" in impls else "")
+            + " ratio counting the torch._dynamo import (per round) |",
+            "|---|---|" + "---|" * len(impls) + "---|---|" + ("---|" if "before" in impls else "") + "---|",
+        ]
+    timed = [k for k in args.datasets if all(_values(rows, k, i, "cells_per_s") for i in impls)] if args.rounds else []
+    for key in timed:
+        med = {i: statistics.median(_values(rows, key, i, "cells_per_s")) for i in impls}
+        per_round = _values(rows, key, "ratio", "speedup")
+        ratio = statistics.median(per_round)  # each round's ratio is taken under that round's load
+        rows.append((key, "ratio", "speedup_median", ratio, "median over rounds of sclecture / scvi-tools"))
+        line = (f"| {DATASETS[key][0]} | {DATASETS[key][1]:,} | " + " | ".join(f"{med[i]:.0f}" for i in impls)
+                + f" | **{ratio:.2f}x** | {', '.join(f'{v:.2f}' for v in per_round)} |")
+        if "before" in impls:
+            b = _values(rows, key, "ratio", "speedup_before")
+            line += f" {statistics.median(b):.2f}x ({', '.join(f'{v:.2f}' for v in b)}) |"
+        wi = _values(rows, key, "ratio", "speedup_with_dynamo_import")
+        line += f" {statistics.median(wi):.2f}x ({', '.join(f'{v:.2f}' for v in wi)}) |"
+        lines.append(line)
+    if timed:
+        dyn = _values(rows, timed[0], "sclecture", "dynamo_import_s")
+        lines += ["", "`torch.optim` imports `torch._dynamo` when the first optimiser is made; `import scvi` has "
+                  "already imported it, so each worker imports it before the timed call and the fit calls compare "
+                  f"training alone (sclecture's workers took a median {statistics.median(dyn):.2f} s for that import, "
+                  "once per process; the last column counts it in the course's fit call)."]
+    lines += ["", "## Do the two compute the same thing?", ""]
+    for key in args.datasets:
+        c = {r[2]: r[3] for r in rows if r[0] == key and r[1] == "check"}
+        lines.append(f"- {key}: same weights, minibatch and noise in scvi-tools' `VAE` and the course's `SCVIModule` "
+                     f"(train mode, dropout off): loss differs by {c['loss_rel_diff']:.1e}, gradient vector by "
+                     f"{c['grad_rel_diff']:.1e} (relative; float32 rounding)."
+                     + (f" The first seed's scvi-tools model scored by the course's `get_marginal_ll` minus its own: "
+                        f"{c['eval_diff']:+.2f} nats per cell (independent importance samples, K={args.mc_samples})."
+                        if "eval_diff" in c else ""))
+    if args.quality:
+        lines += ["", f"## Quality ({args.epochs} epochs, KL warm-up {args.epochs // 4}, seeds {list(args.seeds)}, "
+                  f"stratified 75/25 split; {args.jobs} fit(s) at a time)", "",
+                  "| data | measure | sclecture | scvi-tools |", "|---|---|---|---|"]
+        names = {"fit_s": "fit call (s)", "neg_elbo": "held-out -ELBO per cell",
+                 "neg_marginal_ll": f"held-out -log p(x) per cell (K={args.mc_samples})", "ari": "k-means ARI",
+                 "nmi": "k-means NMI", "silhouette": "silhouette of the labels"}
+        for key in args.quality:
+            for m, what in names.items():
+                a, b = _values(rows, key, "sclecture", m), _values(rows, key, "scvi-tools", m)
+                f = "{:.1f}" if m in ("fit_s", "neg_elbo", "neg_marginal_ll") else "{:.3f}"
+                lines.append(f"| {key} | {what} | {f.format(np.mean(a))} +/- {f.format(np.std(a))} | "
+                             f"{f.format(np.mean(b))} +/- {f.format(np.std(b))} |")
+        lines += ["", "Likelihood verdict (sclecture minus scvi-tools, nats per held-out cell, lower is better; "
+                  "Welch 95 % interval over seeds):", ""]
+        for key in args.quality:
+            for m, what in (("neg_marginal_ll", "-log p(x)"), ("neg_elbo", "-ELBO")):
+                a, b = _values(rows, key, "sclecture", m), _values(rows, key, "scvi-tools", m)
+                if len(a) >= 2 and len(b) >= 2:
+                    d, lo, hi = bench_scvi.welch_interval(a, b)
+                    rows.append((key, "check", f"{m}_diff", d, f"95% CI [{lo:.3g}, {hi:.3g}]"))
+                    lines.append(f"- {key}, held-out {what}: {d:+.2f}, 95 % CI [{lo:+.2f}, {hi:+.2f}] ({len(a)} and "
+                                 f"{len(b)} seeds): **{bench_scvi.likelihood_verdict(d, lo, hi)}**; "
+                                 f"{bench_scvi.worst_case(hi, float(np.mean(b)))}.")
+    lines.append("")
+    with open(RESULTS / f"{args.out}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "implementation", "measure", "value", "detail"])
+        for r in rows:
+            w.writerow([r[0], r[1], r[2], f"{r[3]:.6g}", r[4]])
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines))
+    if not quiet:
+        print("\n".join(lines))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=4, help="interleaved throughput rounds")
+    p.add_argument("--timing-epochs", type=int, default=20, help="epochs of each timed fit call")
+    p.add_argument("--before", default=None, help="folder holding an older sclecture/ to time as well")
+    p.add_argument("--quality", nargs="*", default=["pbmc3k-2000"], choices=list(DATASETS),
+                   help="data sets of the full fits (none: throughput only)")
+    p.add_argument("--epochs", type=int, default=200, help="epochs of each full fit")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--mc-samples", type=int, default=100)
+    p.add_argument("--out", default="scvi_genes", help="name of the result files in benchmarks/results")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(throughput_worker(json.loads(args.worker))))
+        return
+    if args.jobs < 1 or args.threads < 1 or args.rounds < 0:
+        p.error("--jobs and --threads must be at least 1, --rounds at least 0")
+    if args.before and not (Path(args.before) / "sclecture" / "scvi.py").exists():
+        p.error(f"--before {args.before}: no sclecture/scvi.py there")
+    if importlib.util.find_spec("scvi") is None:
+        print("scvi-tools is not installed, and this benchmark is a comparison with it: nothing measured "
+              "(pip install -c constraints.txt 'sclecture[peers]')")
+        return
+    run(args)
+
+
+if __name__ == "__main__":
+    main()
