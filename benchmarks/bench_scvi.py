@@ -319,16 +319,18 @@ def full_fit(name: str, seed: int, epochs: int, warmup: int, mc_samples: int, th
     return rows, line
 
 
-def full_fits(tasks: list[tuple], jobs: int):
-    """full_fit(*task) for each task, in order; with jobs > 1 in that many spawned processes (a forked torch may hang)."""
+def full_fits(tasks: list[tuple], jobs: int, fit=None):
+    """fit(*task) (default: full_fit) for each task, in order; with jobs > 1 in that many spawned processes
+    (a forked torch may hang)."""
+    fit = fit or full_fit
     if jobs == 1:
-        yield from (full_fit(*t) for t in tasks)
+        yield from (fit(*t) for t in tasks)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from (f.result() for f in [pool.submit(full_fit, *t) for t in tasks])
+        yield from (f.result() for f in [pool.submit(fit, *t) for t in tasks])
 
 
 def run(args) -> None:

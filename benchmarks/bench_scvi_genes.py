@@ -156,14 +156,7 @@ def full_fit(name: str, key: str, seed: int, epochs: int, warmup: int, mc_sample
 
 
 def full_fits(tasks: list[tuple], jobs: int):
-    if jobs == 1:
-        yield from (full_fit(*t) for t in tasks)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from (f.result() for f in [pool.submit(full_fit, *t) for t in tasks])
+    return bench_scvi.full_fits(tasks, jobs, fit=full_fit)
 
 
 # --------------------------------------------------------------------------- the run

@@ -321,17 +321,9 @@ def test_plot_decision_surface():
 
 # ------------------------------------------------------------ scikit-learn compatibility
 
-# Checks of scikit-learn's suite that the course's one validation layer (sclecture._validation)
-# answers in its own words or by its own rules.
-TORCH_CLASSIFIER_EXPECTED_FAILED_CHECKS = {
-    "check_n_features_in_after_fitting": "a feature-count mismatch is refused in the course's wording "
-                                         "('X has 3 features (genes) but the model was fitted on 4')",
-    "check_complex_data": "complex input is refused with a TypeError that names the dtype",
-    "check_dtype_object": "object arrays are refused with a TypeError: convert them with np.asarray(X, dtype=float)",
-    "check_estimators_empty_data_messages": "an empty matrix is refused in the course's wording ('X is empty')",
-    "check_supervised_y_2d": "a column vector y of shape (n, 1) is taken as one label per cell, without a warning",
-    "check_fit2d_predict1d": "a 1-d X is refused in the course's wording ('X must be a 2-d cells x features matrix')",
-}
+# The checks of scikit-learn's suite that the course's validation layer answers in its own words
+# are the same as for lesson 01's classifiers (listed, with reasons, in test_linear.py).
+from test_linear import EXPECTED_FAILED_CHECKS as TORCH_CLASSIFIER_EXPECTED_FAILED_CHECKS  # noqa: E402
 # MLP is not put through check_estimator: its layer_sizes fix the input width as a
 # hyperparameter (the lesson builds networks of given shapes), so the suite's data of other
 # widths are refused by design.
