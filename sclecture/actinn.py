@@ -379,19 +379,17 @@ class ACTINN(SaveLoadMixin, StoreMixin, ClassifierMixin, BaseEstimator):
       to use it).
 
       Unlike ``actinn_preprocess``, the gene filter never sees the query, so the model does
-      not depend on which cells it will annotate. That has a price on a shifted query: on
-      pbmc3k -> Kang (benchmarks/results/actinn_query.md, 3 seeds) its accuracy was within
-      0.014 of the joint pipeline's on control cells but 0.066 lower, and far more dependent
-      on the seed (0.52 to 0.69), on interferon-stimulated ones. The query transform is not
-      the cause: absent genes at zero instead of their mean, or every gene clipped to
-      [0, its maximum over the reference], moved accuracy by less than 0.005 (the mean is
-      kept as the principled choice). The gap is in the fitted network: how much it leans
-      on the genes that stimulation raises (ISG15, IFI6, ISG20..., which the joint filter
-      drops) depends on the seed (on the worst, giving ten such genes their reference mean
-      raised accuracy from 0.52 to 0.59). The normalisation over each cell's own genes
-      changed nothing. When the query is known at
-      training time, fit on the reference's genes that have counts in it
-      (``reference[:, genes]``): that gap fell to 0.02.
+      not depend on which cells it will annotate. On pbmc3k -> Kang (10 seeds,
+      benchmarks/results/actinn_query.md) it was as accurate as the joint pipeline: mean
+      accuracy 0.788 vs 0.756 on control cells and 0.599 vs 0.568 on interferon-stimulated
+      ones, macro-F1 within 0.02. Both depend strongly on the seed on stimulated cells
+      (0.50 to 0.69 here, 0.37 to 0.74 for the joint pipeline): the published settings take
+      few steps, and how much a network leans on the genes stimulation raises (ISG15,
+      IFI6, ...) varies from seed to seed. Absent genes at zero instead of their mean, or
+      every gene clipped to [0, its maximum over the reference], moved accuracy by less than
+      0.005 (the mean is kept as the principled choice). When the query is known at training
+      time, fitting on the reference's genes that have counts in it (``reference[:, genes]``)
+      did better still on stimulated cells (0.671).
 
     ``fit(X, y)``: ``y`` is an array with one label per cell or, for an AnnData, the name of
     an ``obs`` column. Classes are sorted (``classes_``). Training: Adam, learning rate
