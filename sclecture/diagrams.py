@@ -209,7 +209,7 @@ def actinn_pipeline(ax=None):
         _arrow(ax, a, b)
     side = dict(w=2.6, h=1.9, fs=fs, linespacing=1.5)
     query = _node(ax, (1.4, 2.3), "prediction on a query:\nraw counts, its own genes,\nmatched by name to\n"
-                  "the kept genes (missing: 0),\nnormalised with its own $N$", fc=OBSERVED, **side)
+                  "the kept genes (missing: their\nreference mean), normalised\nwith its own $N$", fc=OBSERVED, **side)
     _arrow(ax, boxes[2], query, ls="--", rad=0.35)
     ax.text(2.75, 3.78, "kept genes", ha="right", va="bottom", fontsize=fs, color=FWD)
     _arrow(ax, query, boxes[3])
