@@ -19,6 +19,9 @@
 # The reference versions live in `sclecture.linear`, together with the estimators
 # `LogisticRegression` and `Perceptron` that the last part uses. The references in `sclecture` may
 # be read but not called in an exercise: grading gives no points for a call.
+#
+# **Time:** about 2 hours: 45 minutes reading and running the cells, 75 minutes for the exercises
+# and the written answer. A "Going further" list at the end suggests more to try, ungraded.
 
 # %% [colab-setup]
 
@@ -27,6 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import sclecture
+import sclecture.diagrams
 import sclecture.linear
 from sclecture.grading import fallback
 
@@ -300,7 +304,9 @@ for n, k in [(40, 5), (1, 3), (25, 1)]:
 # forever, too large and a step overshoots the top. Because $\log \mathcal{L}$ is a sum over cells,
 # its gradient grows with $n$; we therefore write $\Delta = \texttt{lr} / n$, so that the same
 # learning rate `lr` works for 100 cells or 100,000. The log-likelihood of logistic regression is
-# concave, so there is a single hill and, with a small enough step, gradient ascent reaches its top.
+# concave, so there is a single hill and, when that hill has a top (a maximum exists), gradient
+# ascent with a small enough step reaches it. (On data that a line separates perfectly, there is
+# no top; we meet that case with many genes below.)
 #
 # ### Exercise 4: the fitting loop
 #
@@ -422,6 +428,16 @@ print(f"training accuracy: {accuracy_toy:.3f}")
 # $$y = f(\mathbf{x}) = \text{sign}(\boldsymbol{\beta}^T\mathbf{x} + \beta_0), \qquad
 # \text{sign}(z) = \begin{cases} 1 & z \ge 0 \\ 0 & z < 0. \end{cases}$$
 #
+# Drawn as a network, both are a single **unit** (a node). Each input $x_j$ reaches it along an
+# edge weighted by $\beta_j$; the bias $\beta_0$ is the weight of an extra input that is always $1$.
+# The unit adds up the weighted inputs, $\boldsymbol{\beta}^T\mathbf{x} + \beta_0$, and applies its
+# activation $\phi$. Here with three inputs (three genes, say):
+
+# %%
+sclecture.diagrams.mlp_graph(layer_sizes=(3, 1))
+plt.show()
+
+# %% [markdown]
 # The step has no useful derivative (it is flat everywhere except at 0), so the perceptron is not
 # trained by gradient ascent on a likelihood but by a simple rule. Visit the cells one at a time;
 # for cell $(\mathbf{x}_i, y_i)$ predict $\hat y_i = \text{sign}(\boldsymbol{\beta}^T\mathbf{x}_i + \beta_0)$ and update
@@ -536,7 +552,7 @@ corners = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 X_xor = np.repeat(corners, 25, axis=0) + 0.12 * rng.normal(size=(100, 2))
 y_xor = np.repeat([0, 1, 1, 0], 25)
 
-max_epochs = sclecture.training.n_epochs(50, 3)
+max_epochs = sclecture.training.quick_epochs(50, 3)
 beta_sep, beta0_sep, mistakes_sep = train_perceptron(X_sep, y_sep, max_epochs)
 beta_xor, beta0_xor, mistakes_xor = train_perceptron(X_xor, y_xor, max_epochs)
 
@@ -647,7 +663,7 @@ print(f"baseline held-out accuracy (always 'not B'): {np.mean(y_cells[test] == 0
 # %%
 two_genes = ["LYZ", "HLA-DRA"]
 X_two = standardised(two_genes)
-model_two = sclecture.linear.LogisticRegression(lr=1.0, n_iter=sclecture.training.n_epochs(300, 3))
+model_two = sclecture.linear.LogisticRegression(lr=1.0, n_iter=sclecture.training.quick_epochs(300, 3))
 model_two.fit(X_two[train], y_cells[train])
 
 fig, ax = plt.subplots(figsize=(4.8, 4))
@@ -678,7 +694,7 @@ print(f"two genes: held-out accuracy {model_two.score(X_two[test], y_cells[test]
 hvg = sclecture.preprocessing.highly_variable_genes(adata, n_top=500)
 many_genes = adata.var_names[hvg]
 X_many = standardised(many_genes)
-model_many = sclecture.linear.LogisticRegression(lr=0.08, n_iter=sclecture.training.n_epochs(300, 3), l2=1.0)
+model_many = sclecture.linear.LogisticRegression(lr=0.08, n_iter=sclecture.training.quick_epochs(300, 3), l2=1.0)
 model_many.fit(X_many[train], y_cells[train])
 
 top = np.argsort(-np.abs(model_many.coef_))[:15][::-1]
@@ -717,3 +733,28 @@ print("largest positive coefficients:", ", ".join(many_genes[np.argsort(-model_m
 print(f"log L after {model_many.n_iter_} updates (training cells): {model_many.log_likelihood_[-1]:.3f}")
 print(f"training accuracy: {model_many.score(X_many[train], y_cells[train]):.3f}")
 print(f"held-out accuracy, B cells vs rest, {len(many_genes)} genes: {model_many.score(X_many[test], y_cells[test]):.3f}")
+
+# %% [markdown]
+# ## Going further
+#
+# Exercises to try on your own; they are not graded.
+#
+# 1. **The step size.** Run `gradient_ascent_(X_toy, y_toy, lr, 200)` with `lr` = 0.1, 1, 10 and 50
+#    and plot the four histories of $\log\mathcal{L}$ together. Which climb steadily, which slowly,
+#    and which jump about? What happens to `beta` when the step is too large?
+# 2. **Separable data have no maximum.** Fit `gradient_ascent_` to the separable points `X_sep`,
+#    `y_sep` of section 4 with 100, 1,000 and 10,000 updates and print $\|\boldsymbol{\beta}\|$ and
+#    $\log\mathcal{L}$ each time. Explain what you see, then refit with
+#    `sclecture.linear.LogisticRegression(l2=1.0)` and compare.
+# 3. **XOR with one more feature.** Add the product $x_1 x_2$ as a third column of `X_xor` and fit
+#    `sclecture.linear.LogisticRegression` again. What is the training accuracy now? Draw the
+#    boundary $\beta_1 x_1 + \beta_2 x_2 + \beta_3 x_1 x_2 + \beta_0 = 0$ in the plane of $x_1, x_2$:
+#    is it still a straight line? (Lesson 02 lets a network find such features itself.)
+# 4. **Another cell type.** Ask "is this an NK cell?" (`"NK"`) or "a CD14+ monocyte?"
+#    (`"CD14+ Mono"`) with the 500 genes, keeping the training and held-out split. Compare the
+#    held-out accuracy with that question's baseline, and the genes with the largest positive
+#    weights with the known markers (*GNLY*, *NKG7* for NK cells; *CD14*, *LYZ*, *S100A8* for
+#    monocytes).
+# 5. **Noisy labels.** Flip the labels of five points of `y_sep` and train the perceptron again.
+#    Does it still stop? Compare its final accuracy with that of logistic regression on the same
+#    points.

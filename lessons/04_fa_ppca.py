@@ -22,10 +22,14 @@
 #    log-likelihood as the latent dimension grows, latent spaces coloured by cell type, and which
 #    genes FA considers noisy.
 #
-# You will write five short functions (each followed by a test cell) and one written answer. The
-# reference versions live in `sclecture.factor`, together with the estimators `PPCA` and
-# `FactorAnalysis` that the later parts use. The references in `sclecture` may be read but not
-# called in an exercise: grading gives no points for a call.
+# You will write five short functions (each followed by a test cell) and two written answers: a
+# derivation of the PPCA posterior, and what becomes of it as the noise vanishes. The reference
+# versions live in `sclecture.factor`, together with the estimators `PPCA` and `FactorAnalysis`
+# that the later parts use. The references in `sclecture` may be read but not called in an
+# exercise: grading gives no points for a call.
+#
+# **Time:** about 2 hours: 50 minutes of reading and running the cells, 70 minutes for the
+# exercises and the written answers. Running the whole notebook takes under a minute.
 
 # %% [colab-setup]
 
@@ -38,6 +42,7 @@ import pandas as pd
 import scipy.linalg
 
 import sclecture
+import sclecture.diagrams
 import sclecture.factor
 from sclecture.grading import fallback
 
@@ -69,6 +74,18 @@ sclecture.set_seed(0)
 # $\mathbf{x} = \mathbf{W}\mathbf{z} + \boldsymbol{\mu} + \boldsymbol{\epsilon}$ with independent
 # $\epsilon_d \sim \mathcal{N}(0, \psi_d)$.
 #
+# The diagram below draws the model as a *graphical model*: one circle per random vector, shaded
+# for what we observe ($\mathbf{x}$) and white for what we do not ($\mathbf{z}$, $\boldsymbol{\epsilon}$),
+# an arrow wherever one quantity enters the recipe of another, and dots for the parameters
+# $\mathbf{W}$, $\boldsymbol{\mu}$, $\boldsymbol{\Psi}$ that all cells share. The box (a *plate*) says that
+# its contents are repeated, independently, for every cell (the diagram indexes cells by $n$).
+# The lecture's own figure, the process for $L = 1$ and $D = 2$, follows after Exercise 1.
+
+# %%
+sclecture.diagrams.fa_generative()
+plt.show()
+
+# %% [markdown]
 # **Exercise 1.** Write `sample_fa(W, mu, psi, n_samples, rng)`, which draws `n_samples` cells this
 # way and returns them together with the latents that produced them: `(X, Z)` with `X` of shape
 # `(n_samples, D)` and `Z` of shape `(n_samples, L)`, one cell per row. `psi` is the vector
@@ -342,6 +359,13 @@ assert_close(record("300 genes, covariance 0.001 I", lambda: average_log_likelih
 # The model covariance $\mathbf{W}\mathbf{W}^T + \sigma^2\mathbf{I}$ reproduces the top $L$ eigenvalues
 # of $\mathbf{S}$ exactly and replaces all others by their average.
 #
+# A note on the lecture's wording: the slide calls the columns of $\mathbf{W}$ *orthonormal*. They
+# are orthogonal, but not of unit length: $\mathbf{W}^T\mathbf{W} = \boldsymbol{\Lambda}_L - \sigma^2\mathbf{I}$,
+# so column $i$ has length $\sqrt{\lambda_i - \sigma^2}$. Unit-length columns would give every kept
+# direction the same variance $1 + \sigma^2$, and the model could not follow the data's largest
+# variances. (Orthogonality itself is a choice among equally good solutions: a rotated
+# $\mathbf{W}\mathbf{R}$ has the same likelihood, and its columns are in general not orthogonal.)
+#
 # **Exercise 4.** Write `ppca_mle(eigenvalues, eigenvectors, n_components)` that returns
 # `(W, sigma2)`: the $D \times L$ matrix $\mathbf{W}$ and the float $\sigma^2$, given the eigenvalues
 # and eigenvectors (one per column) of $\mathbf{S}$. Careful: `np.linalg.eigh` returns eigenvalues in
@@ -487,6 +511,65 @@ mu = np.array([10.0, -5.0, 3.0, 0.0])
 m, _ = record("ppca_posterior of the cell x = mu", lambda: ppca_posterior(mu[None, :], W, mu, 0.5))
 assert_close(m, np.zeros((1, 2)), atol=1e-10, name="posterior mean of the cell x = mu (should be 0: subtract mu)")
 ### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Written answer: where does the posterior come from?
+#
+# The lecture states the posterior of PPCA without proof ("can be shown"). Derive it. Start from
+# Bayes' rule, $p(\mathbf{z} \mid \mathbf{x}) \propto p(\mathbf{x} \mid \mathbf{z})\, p(\mathbf{z})$
+# with $p(\mathbf{x} \mid \mathbf{z}) = \mathcal{N}(\mathbf{x} \mid \mathbf{W}\mathbf{z} + \boldsymbol{\mu}, \sigma^2\mathbf{I})$
+# and $p(\mathbf{z}) = \mathcal{N}(\mathbf{z} \mid \mathbf{0}, \mathbf{I})$, and show step by step that
+#
+# $$p(\mathbf{z} \mid \mathbf{x}) = \mathcal{N}\big(\mathbf{z} \mid \mathbf{M}^{-1}\mathbf{W}^T(\mathbf{x} - \boldsymbol{\mu}),\;
+# \sigma^2\mathbf{M}^{-1}\big), \qquad \mathbf{M} = \mathbf{W}^T\mathbf{W} + \sigma^2\mathbf{I}.$$
+#
+# Hint: write $\log p(\mathbf{z} \mid \mathbf{x})$ as a function of $\mathbf{z}$, dropping every term
+# that does not contain $\mathbf{z}$; it is a quadratic, and completing the square identifies the
+# Gaussian. (Another route: the joint distribution of $(\mathbf{z}, \mathbf{x})$ is Gaussian, and
+# conditioning a Gaussian has a formula.) Then say in one or two sentences where $\mathbf{M}$, the
+# mean and the covariance appear in `sclecture.factor.ppca_posterior` (read its code), and why it
+# never inverts a $D \times D$ matrix.
+
+# %% [answer] id=ppca-posterior-derivation points=3
+# **Completing the square.** Everything that does not depend on $\mathbf{z}$ goes into a constant:
+#
+# $$\begin{aligned}
+# \log p(\mathbf{z} \mid \mathbf{x}) &= \log p(\mathbf{x} \mid \mathbf{z}) + \log p(\mathbf{z}) - \log p(\mathbf{x}) \\
+# &= -\frac{1}{2\sigma^2}\lVert \mathbf{x} - \boldsymbol{\mu} - \mathbf{W}\mathbf{z} \rVert^2 - \frac{1}{2}\mathbf{z}^T\mathbf{z} + \text{const} \\
+# &= -\frac{1}{2\sigma^2}\Big[\mathbf{z}^T\mathbf{W}^T\mathbf{W}\mathbf{z} - 2\,\mathbf{z}^T\mathbf{W}^T(\mathbf{x} - \boldsymbol{\mu})\Big] - \frac{1}{2}\mathbf{z}^T\mathbf{z} + \text{const} \\
+# &= -\frac{1}{2\sigma^2}\Big[\mathbf{z}^T(\mathbf{W}^T\mathbf{W} + \sigma^2\mathbf{I})\mathbf{z} - 2\,\mathbf{z}^T\mathbf{b}\Big] + \text{const}
+#  = -\frac{1}{2\sigma^2}\Big[\mathbf{z}^T\mathbf{M}\mathbf{z} - 2\,\mathbf{z}^T\mathbf{b}\Big] + \text{const},
+# \end{aligned}$$
+#
+# with $\mathbf{b} = \mathbf{W}^T(\mathbf{x} - \boldsymbol{\mu})$ (the term
+# $\lVert \mathbf{x} - \boldsymbol{\mu} \rVert^2$ went into the constant). $\mathbf{M}$ is symmetric and
+# positive definite, so with $\mathbf{m} = \mathbf{M}^{-1}\mathbf{b}$ the square completes as
+# $\mathbf{z}^T\mathbf{M}\mathbf{z} - 2\,\mathbf{z}^T\mathbf{M}\mathbf{m} = (\mathbf{z} - \mathbf{m})^T\mathbf{M}(\mathbf{z} - \mathbf{m}) - \mathbf{m}^T\mathbf{M}\mathbf{m}$,
+# and the last term is another constant:
+#
+# $$\log p(\mathbf{z} \mid \mathbf{x}) = -\frac{1}{2}(\mathbf{z} - \mathbf{m})^T\big(\sigma^2\mathbf{M}^{-1}\big)^{-1}(\mathbf{z} - \mathbf{m}) + \text{const}.$$
+#
+# This is the logarithm of a Gaussian density in $\mathbf{z}$ with mean
+# $\mathbf{m} = \mathbf{M}^{-1}\mathbf{W}^T(\mathbf{x} - \boldsymbol{\mu})$ and covariance $\sigma^2\mathbf{M}^{-1}$.
+# Since $p(\mathbf{z} \mid \mathbf{x})$ integrates to one, the constant must be that Gaussian's
+# normalising constant, so the posterior is exactly this Gaussian. The covariance came from the
+# quadratic term alone, which does not contain $\mathbf{x}$: every cell gets the same uncertainty.
+#
+# **Via the joint Gaussian (the other route).** $\mathbf{z}$ and $\mathbf{x} = \mathbf{W}\mathbf{z} + \boldsymbol{\mu} + \boldsymbol{\epsilon}$
+# are jointly Gaussian with $\text{Cov}[\mathbf{z}] = \mathbf{I}$, $\text{Cov}[\mathbf{z}, \mathbf{x}] = \mathbf{W}^T$ and
+# $\text{Cov}[\mathbf{x}] = \mathbf{C} = \mathbf{W}\mathbf{W}^T + \sigma^2\mathbf{I}$. Conditioning gives
+# $\mathbb{E}[\mathbf{z} \mid \mathbf{x}] = \mathbf{W}^T\mathbf{C}^{-1}(\mathbf{x} - \boldsymbol{\mu})$ and
+# $\text{Cov}[\mathbf{z} \mid \mathbf{x}] = \mathbf{I} - \mathbf{W}^T\mathbf{C}^{-1}\mathbf{W}$. From
+# $\mathbf{W}^T(\mathbf{W}\mathbf{W}^T + \sigma^2\mathbf{I}) = (\mathbf{W}^T\mathbf{W} + \sigma^2\mathbf{I})\mathbf{W}^T$ follows
+# $\mathbf{W}^T\mathbf{C}^{-1} = \mathbf{M}^{-1}\mathbf{W}^T$, hence the same mean, and
+# $\mathbf{I} - \mathbf{M}^{-1}\mathbf{W}^T\mathbf{W} = \mathbf{M}^{-1}(\mathbf{M} - \mathbf{W}^T\mathbf{W}) = \sigma^2\mathbf{M}^{-1}$, the same covariance.
+#
+# **In the code.** `sclecture.factor.ppca_posterior` forms the $L \times L$ matrix
+# `M = W.T @ W + sigma2 * np.eye(L)`, factorises it once (Cholesky, `cho_factor`), solves
+# $\mathbf{M}\mathbf{A} = \mathbf{W}^T(\mathbf{X} - \boldsymbol{\mu})^T$ for all cells at once to get the means, and
+# returns `sigma2` times $\mathbf{M}^{-1}$ as the one covariance. Only $\mathbf{M}$ is ever solved with,
+# which is what the first route buys: the joint-Gaussian formula would need the $D \times D$ matrix
+# $\mathbf{C}^{-1}$, the completed square needs only an $L \times L$ one.
 
 # %% [markdown]
 # ### The noise-free limit $\sigma^2 \to 0$
@@ -641,8 +724,8 @@ ll_train, ll_test = [], []
 for L in L_grid:
     W_L, s2_L = ppca_mle_(lam_pbmc, U_pbmc, L)
     psi_L = np.full(len(W_L), s2_L)
-    ll_train.append(sclecture.factor.lowrank_gaussian_log_likelihood(X_train, xbar_train, W_L, psi_L).mean())
-    ll_test.append(sclecture.factor.lowrank_gaussian_log_likelihood(X_test, xbar_train, W_L, psi_L).mean())
+    ll_train.append(sclecture.factor.lowrank_mvn_logpdf(X_train, xbar_train, W_L, psi_L).mean())
+    ll_test.append(sclecture.factor.lowrank_mvn_logpdf(X_test, xbar_train, W_L, psi_L).mean())
 L_best = L_grid[int(np.argmax(ll_test))]
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
@@ -664,7 +747,7 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The function `sclecture.factor.lowrank_gaussian_log_likelihood` used above never form the $D \times D$ covariance:
+# The function `sclecture.factor.lowrank_mvn_logpdf` used above never forms the $D \times D$ covariance:
 # with the Woodbury identity it needs only an $L \times L$ Cholesky factor, which is what lets the
 # estimators score 100,000 cells quickly. For one $L$ we can check it against your Cholesky version
 # with the full covariance, and against scikit-learn, whose `PCA.score` is the PPCA log-likelihood
@@ -792,3 +875,28 @@ print(f"Zeisel cortex, 15-NN cell-type accuracy: PPCA {knn_accuracy(ppca_z.trans
 # \mathcal{N}(\mathbf{x} \mid f(\mathbf{z}; \theta), \sigma^2\mathbf{I})$ with a neural network $f$. Then
 # neither $p(\mathbf{x})$ nor $p(\mathbf{z} \mid \mathbf{x})$ can be computed exactly, and the
 # variational autoencoder learns an approximate posterior instead.
+#
+# ## Going further
+#
+# Ungraded exercises for those who want more; each takes a few lines with what this lesson built.
+#
+# 1. **Rotations.** Take the fitted `ppca_pbmc`, replace `W_` by $\mathbf{W}\mathbf{R}$ for a random
+#    orthogonal $\mathbf{R}$ and check that the held-out log-likelihood does not change while the
+#    posterior means become $\mathbf{R}^T$ times the old ones. Show that the posterior covariance
+#    $\sigma^2\mathbf{M}^{-1}$ is diagonal exactly when the columns of $\mathbf{W}$ are orthogonal.
+# 2. **EM for PPCA.** Adapt the two EM steps of part 6 to $\boldsymbol{\Psi} = \sigma^2\mathbf{I}$ (the M-step
+#    then averages the diagonal into one $\sigma^2$), run it on the simulated cells of part 4 and
+#    check that it reaches the log-likelihood of `ppca_mle`. How many iterations does it need as
+#    the gap $\lambda_L - \lambda_{L+1}$ between kept and dropped eigenvalues shrinks?
+# 3. **A Heywood case on purpose.** Select pbmc3k's genes with `flavor="dispersion"` instead of by
+#    variance (Seurat's recipe, which lets lowly expressed genes compete with highly expressed
+#    ones), and add a few genes detected in fewer than five cells; fit `FactorAnalysis` with $L = 10$,
+#    and look for genes whose $\psi_d$ collapses towards zero. What happens to the held-out
+#    log-likelihood, and to the loadings of those genes?
+# 4. **Choosing $L$ for FA.** Repeat the held-out log-likelihood curve of part 7 with
+#    `FactorAnalysis` for a few values of $L$. Does FA prefer the same $L$ as PPCA, and by how much
+#    does it beat PPCA at each $L$?
+# 5. **Uncertainty in the picture.** Draw the ellipse of two posterior standard deviations,
+#    from $\sigma^2\mathbf{M}^{-1}$, around a few cells in PPCA's 2-D latent space of pbmc3k. Every
+#    cell gets the same ellipse: why is that unrealistic for cells with very different numbers of
+#    counts, and which model of the course gives each cell its own?
