@@ -96,9 +96,13 @@ class Course:
     name = "sclecture"
 
     def __init__(self, epochs: int, warmup: int, seed: int):
+        import inspect
+
         from sclecture.scvi import SCVI
 
-        self.model = SCVI(n_latent=10, n_hidden=128, n_layers=1, dropout=0.1, likelihood="zinb", epochs=epochs,
+        # "epochs" since the estimators share one name; a copy of older code (--before) says "n_epochs"
+        name = "epochs" if "epochs" in inspect.signature(SCVI).parameters else "n_epochs"
+        self.model = SCVI(n_latent=10, n_hidden=128, n_layers=1, dropout=0.1, likelihood="zinb", **{name: epochs},
                           n_epochs_kl_warmup=warmup, lr=1e-3, batch_size=128, random_state=seed, device="cpu",
                           progress=False)
 
