@@ -26,6 +26,7 @@ import pytest
 
 from conftest import LESSONS, ROOT
 from test_browser import browser_binaries  # noqa: F401  (fixture: Debian's chromium, installed when missing)
+from test_browser import start_chromium
 from test_notebooks import _protected_lines
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -213,20 +214,8 @@ def test_pages_load_no_script_stylesheet_or_image_from_the_network(site):
 # ------------------------------------------------------------------------- the browser
 @pytest.fixture(scope="module")
 def driver(browser_binaries, tmp_path_factory):  # noqa: F811
-    webdriver = pytest.importorskip(
-        "selenium.webdriver", reason="selenium not installed: pip install -c constraints.txt -e '.[test]'")
-    chromium, chromedriver = browser_binaries
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(chromium)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                "--window-size=1280,900", "--force-device-scale-factor=1",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(chromedriver)))
-    browser.set_page_load_timeout(60)
-    browser.set_script_timeout(60)
+    browser = start_chromium(browser_binaries, tmp_path_factory.mktemp("chromium-profile"), "1280,900", 60,
+                             console_log=True)
     yield browser
     browser.quit()
 

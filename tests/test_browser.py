@@ -69,8 +69,8 @@ def browser_binaries():
     return CHROMIUM, CHROMEDRIVER
 
 
-@pytest.fixture(scope="module")
-def driver(browser_binaries, tmp_path_factory):
+def start_chromium(browser_binaries, profile_dir, window_size: str, page_timeout: float, console_log: bool = False):
+    """Headless Chromium under selenium, with a fresh profile; the browser tests and the website tests share it."""
     webdriver = pytest.importorskip(
         "selenium.webdriver", reason="selenium not installed: pip install -c constraints.txt -e '.[test]'")
     chromium, chromedriver = browser_binaries
@@ -78,13 +78,20 @@ def driver(browser_binaries, tmp_path_factory):
     options.binary_location = str(chromium)
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--window-size=1400,1100", "--force-device-scale-factor=1",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+                "--disable-dev-shm-usage", f"--window-size={window_size}", "--force-device-scale-factor=1",
+                f"--user-data-dir={profile_dir}"):
         options.add_argument(arg)
-    service = webdriver.ChromeService(executable_path=str(chromedriver))
-    browser = webdriver.Chrome(options=options, service=service)
-    browser.set_page_load_timeout(PAGE_TIMEOUT)
+    if console_log:
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=str(chromedriver)))
+    browser.set_page_load_timeout(page_timeout)
     browser.set_script_timeout(60)
+    return browser
+
+
+@pytest.fixture(scope="module")
+def driver(browser_binaries, tmp_path_factory):
+    browser = start_chromium(browser_binaries, tmp_path_factory.mktemp("chromium-profile"), "1400,1100", PAGE_TIMEOUT)
     yield browser
     browser.quit()
 
