@@ -96,6 +96,8 @@ def kl_warmup_weight(epoch: int, n_epochs_kl_warmup: int | None) -> float:
 def kl_normal(mu, var, prior_mu=0.0, prior_var=1.0):
     """KL(N(mu, var) || N(prior_mu, prior_var)), summed over the last axis (torch)."""
     # KL = 1/2 sum_k [ log(prior_var / var) + (var + (mu - prior_mu)^2) / prior_var - 1 ]
+    if isinstance(prior_mu, float) and isinstance(prior_var, float) and prior_mu == 0.0 and prior_var == 1.0:
+        return 0.5 * (var + mu**2 - torch.log(var) - 1).sum(-1)  # the standard normal prior of z
     prior_var = torch.as_tensor(prior_var, dtype=mu.dtype, device=mu.device)
     return 0.5 * (torch.log(prior_var) - torch.log(var) + (var + (mu - prior_mu) ** 2) / prior_var - 1).sum(-1)
 
@@ -127,12 +129,10 @@ def scvi_loss(log_px, qz_mu, qz_var, epoch: int, n_epochs_kl_warmup: int | None)
 
 def _digamma_above_one(z: torch.Tensor) -> torch.Tensor:
     """digamma(z) for z >= 1 (here x + theta with x >= 1), a few vectorised ops instead of torch.digamma's
-    scalar loop: psi(z) = psi(z + 6) - sum_{k<6} 1 / (z + k), then the asymptotic series of psi(w) for
-    w = z + 6 >= 7 (truncation error below 1e-11)."""
-    w = z + 6
-    shift = torch.reciprocal(z)
-    for k in range(1, 6):
-        shift += torch.reciprocal(z + k)
+    scalar loop: psi(z) = psi(z + 3) - 1/z - 1/(z + 1) - 1/(z + 2), then the asymptotic series of psi(w) for
+    w = z + 3 >= 4 (truncation error below 2e-9)."""
+    w = z + 3
+    shift = torch.reciprocal(z).add_(torch.reciprocal(z + 1)).add_(torch.reciprocal(z + 2))
     iw2 = torch.reciprocal(w * w)
     # psi(w) = log w - 1/(2w) - 1/(12 w^2) + 1/(120 w^4) - 1/(252 w^6) + 1/(240 w^8) - 1/(132 w^10)
     series = iw2 * (1 / 12 - iw2 * (1 / 120 - iw2 * (1 / 252 - iw2 * (1 / 240 - iw2 * (1 / 132)))))
@@ -142,23 +142,24 @@ def _digamma_above_one(z: torch.Tensor) -> torch.Tensor:
 class CountTerms:
     """What a minibatch of counts x (cells x genes, any leading axes) alone decides, computed once.
 
-    ``zero`` / ``nonzero``: 1[x_ng = 0] / 1[x_ng > 0] as floats. Mostly-zero counts (``sparse``, at most
-    ``SPARSE_BELOW`` of the entries nonzero) also keep their nonzero entries (flat index, cell, gene, value)
-    and lgamma(x_ng + 1) there; denser counts keep x and lgamma(x + 1) whole.
+    ``zero``: 1[x_ng = 0] as floats. Mostly-zero counts (``sparse``, at most ``SPARSE_BELOW`` of the
+    entries nonzero) also keep their nonzero entries (flat index, cell, gene, value) and lgamma(x_ng + 1)
+    there; denser counts keep x and lgamma(x + 1) whole. ``nonzero_index``, the flat index of the nonzero
+    entries, may be given when known (``MinibatchLoader(nonzero_index=True)`` reads it off a CSR matrix),
+    which spares a scan of x.
     """
 
     SPARSE_BELOW = 0.5
 
-    def __init__(self, x: torch.Tensor):
+    def __init__(self, x: torch.Tensor, nonzero_index: torch.Tensor | None = None):
         x2 = x.reshape(-1, x.shape[-1])
         self.shape = x2.shape
-        nonzero = x2 != 0
-        self.nonzero = nonzero.to(x.dtype)
-        self.zero = 1 - self.nonzero
-        n_nonzero = int(self.nonzero.sum())
+        self.zero = 1 - torch.sign(x2)  # 1[x_ng = 0] (counts are >= 0)
+        n_nonzero = x2.numel() - int(self.zero.sum()) if nonzero_index is None else nonzero_index.numel()
         self.sparse = n_nonzero <= self.SPARSE_BELOW * x2.numel()
         if self.sparse:
-            self.idx = torch.nonzero(nonzero.view(-1)).squeeze(1)
+            self.idx = (torch.nonzero(x2.reshape(-1)).squeeze(1) if nonzero_index is None
+                        else nonzero_index.reshape(-1))
             self.rows = torch.div(self.idx, x2.shape[1], rounding_mode="floor")
             self.genes = self.idx - self.rows * x2.shape[1]
             self.x = x2.reshape(-1).index_select(0, self.idx)
@@ -210,24 +211,24 @@ class _ZINBLogLik(torch.autograd.Function):
         tiny = torch.finfo(mu.dtype).tiny
         r = mu / theta  # mu / theta
         sp = torch.log1p(r)  # log(1 + mu / theta) = -log(theta / (theta + mu))
-        nb0 = sp * -theta  # log NB(0 | mu, theta) = -theta sp
+        nb0 = sp * theta.neg()  # log NB(0 | mu, theta) = -theta sp
         if pi_logits is not None:
             eta = pi_logits
-            sp_eta = F.softplus(eta)  # -log(1 - pi)
-            lae = torch.logaddexp(eta, nb0)  # log(pi + (1 - pi) NB(0)) + softplus(eta), used where x = 0
-            # log NB(0) + 1[x = 0] (lae - log NB(0)) - softplus(eta)
-            dense = torch.addcmul(nb0, terms.zero, lae - nb0).sub_(sp_eta)
+            # where x = 0: logaddexp(eta, log NB(0)) = log(pi + (1 - pi) NB(0)) + softplus(eta)
+            dense = torch.lerp(nb0, torch.logaddexp(eta, nb0), terms.zero).sub_(F.softplus(eta))
         else:
             dense = nb0
         # where x > 0: lgamma(x + theta) - lgamma(theta) - lgamma(x + 1) + x (log mu - log theta - sp)
+        # (for denser counts these run on every entry, and are 0 where x = 0)
         x, th, mu_k = terms.x, terms.take_genes(theta), terms.take(mu)
         log_r = torch.log(mu_k.clamp_min(tiny)) - terms.take_genes(torch.log(theta.clamp_min(tiny)))
         kept = (torch.lgamma(x + th) - terms.log_x_fact).add_(x * (log_r - terms.take(sp)))
-        # sum_g lgamma(theta_g) over the kept entries (for denser counts, lgamma(x + theta) is kept everywhere)
-        lgamma_theta = terms.nonzero @ torch.lgamma(theta) if terms.sparse else torch.lgamma(theta).sum()
-        out = dense.sum(1) + terms.cell_sums(kept) - lgamma_theta
+        if terms.sparse:  # - lgamma(theta_g) at each nonzero entry
+            out = dense.sum(1) + terms.cell_sums(kept.sub_(terms.take_genes(torch.lgamma(theta))))
+        else:  # every entry is kept, so - sum_g lgamma(theta_g) once
+            out = dense.sum(1) + kept.sum(1) - torch.lgamma(theta).sum()
         if pi_logits is not None:
-            ctx.save_for_backward(theta, r, sp, eta, nb0, lae, mu_k)
+            ctx.save_for_backward(theta, r, sp, eta, nb0, mu_k)
         else:
             ctx.save_for_backward(theta, r, sp, mu_k)
         ctx.terms, ctx.zi = terms, pi_logits is not None
@@ -238,22 +239,22 @@ class _ZINBLogLik(torch.autograd.Function):
         terms = ctx.terms
         n, g = terms.shape
         if ctx.zi:
-            theta, r, sp, eta, nb0, lae, mu_k = ctx.saved_tensors
+            theta, r, sp, eta, nb0, mu_k = ctx.saved_tensors
         else:
             theta, r, sp, mu_k = ctx.saved_tensors
         go = grad_out.reshape(n, 1)
         q = torch.reciprocal(r + 1)  # theta / (theta + mu)
         g_eta = None
         if ctx.zi:
-            # w = exp(log NB(0) - lae): the NB part's share of p(x = 0)
-            b = torch.addcmul(terms.zero, terms.zero, torch.exp(nb0 - lae), value=-1)  # 1[x = 0] (1 - w)
-            g_eta = (b - torch.sigmoid(eta)).mul_(go)  # d/d eta = 1[x = 0] (1 - w) - sigmoid(eta)
-            wg = torch.rsub(b, 1).mul_(go)  # d/d log NB(0): w where x = 0, 1 where x > 0
+            # where x = 0, the NB part's share of p(x = 0) is w = sigmoid(log NB(0) - eta); b = 1[x = 0] (1 - w)
+            b = torch.sigmoid(eta - nb0).mul_(terms.zero)
+            g_eta = torch.sigmoid(eta).neg_().add_(b).mul_(go)  # d/d eta = 1[x = 0] (1 - w) - sigmoid(eta)
+            wg = b.sub_(1).mul_(go)  # minus d/d log NB(0): -w where x = 0, -1 where x > 0
         else:
-            wg = go.expand(n, g)
-        # log NB(0) = -theta sp:  d/d mu = -q,  d/d theta = 1 - q - sp
-        g_mu = (q * wg).neg_()
-        g_theta = (1 - q).sub_(sp).mul_(wg).sum(0)
+            wg = go.neg().expand(n, g)
+        # log NB(0) = -theta sp:  d/d mu = -q,  d/d theta = 1 - q - sp = r q - sp
+        g_mu = q * wg
+        g_theta = torch.addcmul(sp, r, q, value=-1).mul_(wg).sum(0)
         # where x > 0: d/d mu = x (1 / mu - q / theta),  d/d theta = digamma(x + theta) - digamma(theta) - x q / theta
         x, th = terms.x, terms.take_genes(theta)
         gk = grad_out.index_select(0, terms.rows) if terms.sparse else go
@@ -264,7 +265,7 @@ class _ZINBLogLik(torch.autograd.Function):
         else:  # where x = 0: digamma(theta) = digamma(theta + 1) - 1 / theta
             dig = torch.addcdiv(_digamma_above_one(x + th + terms.zero), terms.zero, th.expand(n, g), value=-1)
         g_theta += terms.gene_sums(gk * (dig - xq_t))
-        g_theta -= torch.digamma(theta) * (grad_out @ terms.nonzero if terms.sparse else grad_out.sum())
+        g_theta -= torch.digamma(theta) * (terms.gene_sums(gk) if terms.sparse else grad_out.sum())
         return g_mu, g_theta, g_eta, None
 
 
@@ -392,12 +393,12 @@ class SCVIModule(nn.Module):
         mu = torch.exp(library) * rho  # mean of x_ng: l_n rho_n^g
         return {"rho": rho, "mu": mu, "theta": torch.exp(self.log_theta), "pi_logits": pi_logits}
 
-    def log_likelihood(self, x: torch.Tensor, gen: dict) -> torch.Tensor:
-        """log p(x_n | z_n, l_n, s_n) summed over genes, one value per cell."""
+    def log_likelihood(self, x: torch.Tensor, gen: dict, terms: CountTerms | None = None) -> torch.Tensor:
+        """log p(x_n | z_n, l_n, s_n) summed over genes, one value per cell (``terms``: :class:`CountTerms` of x)."""
         if self.likelihood == "poisson":
             return _log_poisson(x, gen["mu"]).sum(-1)
         if x.device.type == "cpu":  # the same values and gradients, with lgamma & co on the nonzero counts only
-            return zinb_log_likelihood(x, gen["mu"], gen["theta"], gen["pi_logits"])
+            return zinb_log_likelihood(x, gen["mu"], gen["theta"], gen["pi_logits"], terms=terms)
         # on a GPU the dense formulas are cheap, and finding the nonzero counts would wait for the device
         if self.likelihood == "zinb":
             return _log_zinb(x, gen["mu"], gen["theta"], gen["pi_logits"]).sum(-1)
@@ -411,18 +412,24 @@ class SCVIModule(nn.Module):
             if batch_index is None else batch_index.long().view(-1)
         return kl_normal(inf["ql_mu"], inf["ql_var"], self.l_mu[b].unsqueeze(-1), self.l_var[b].unsqueeze(-1))
 
-    def loss(self, x: torch.Tensor, batch_index: torch.Tensor | None = None, kl_weight: float = 1.0) -> dict:
+    def loss(self, x: torch.Tensor, batch_index: torch.Tensor | None = None, kl_weight: float = 1.0,
+             terms: CountTerms | None = None) -> dict:
         """-ELBO averaged over the minibatch, with the KL of z weighted by beta (warm-up).
 
         loss = 1/N sum_n [ -log p(x_n | z_n, l_n) + beta KL(q(z_n) || p(z)) + KL(q(l_n) || p(l_n)) ]
+
+        ``terms``: :class:`CountTerms` of x, when the caller knows them already.
         """
         inf = self.inference(x, batch_index)
         gen = self.generative(inf["z"], inf["library"], batch_index)
-        log_px = self.log_likelihood(x, gen)
+        log_px = self.log_likelihood(x, gen, terms)
         kl_z = kl_normal(inf["qz_mu"], inf["qz_var"])  # KL(q(z | x, s) || N(0, I))
-        kl_l = self.kl_library(inf, batch_index)
-        loss = (-log_px + kl_weight * kl_z + kl_l).mean()
-        return {"loss": loss, "reconstruction": -log_px.mean(), "kl_z": kl_z.mean(), "kl_l": kl_l.mean()}
+        if self.library == "observed":  # KL(q(l) || p(l)) = 0
+            loss, kl_l = (-log_px + kl_weight * kl_z).mean(), log_px.new_zeros(())
+        else:
+            kl_l = self.kl_library(inf, batch_index)
+            loss, kl_l = (-log_px + kl_weight * kl_z + kl_l).mean(), kl_l.mean()
+        return {"loss": loss, "reconstruction": -log_px.mean(), "kl_z": kl_z.mean(), "kl_l": kl_l}
 
     def elbo(self, x: torch.Tensor, batch_index: torch.Tensor | None = None) -> torch.Tensor:
         """ELBO_n = log p(x_n | z_n, l_n) - KL_z - KL_l per cell, one z drawn from q."""
@@ -505,8 +512,10 @@ class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
         if np.any(totals <= 0):
             raise ValueError(f"{int(np.sum(totals <= 0))} cell(s) have no counts at all; scVI needs every cell's "
                              "library size: drop them first, e.g. adata = adata[adata.X.sum(axis=1).A1 > 0]")
-        if sp.issparse(X):
-            X = sp.csr_matrix(X, dtype=np.float32)  # rows are densified one minibatch at a time
+        if sp.issparse(X):  # rows are densified one minibatch at a time
+            X = sp.csr_matrix(X, dtype=np.float32, copy=True)  # a copy: the caller's matrix stays as it was
+            X.sum_duplicates()
+            X.eliminate_zeros()  # the stored entries are exactly the nonzero counts (MinibatchLoader's nonzero_index)
         else:
             X = np.asarray(X, dtype=np.float32)
         return X
@@ -585,15 +594,19 @@ class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
         warmup = self.epochs // 4 if self.n_epochs_kl_warmup is None else int(self.n_epochs_kl_warmup)
 
         stamps: list[float] = []  # when each epoch's first minibatch starts
+        # on the CPU the NB / ZINB likelihood works on the nonzero counts (CountTerms), and minibatches of
+        # sparse counts bring their nonzero entries along
+        with_terms = device.type == "cpu" and self.likelihood != "poisson"
 
         def loss_fn(module, minibatch, epoch):
-            x, s = minibatch
+            x, s = minibatch[:2]  # then, for sparse counts on the CPU, the flat index of the nonzero entries
+            terms = CountTerms(x, *minibatch[2:]) if with_terms else None
             if not module.training:  # a validation pass: -ELBO (beta = 1), its draws of z on a forked stream
                 with torch.random.fork_rng(devices=rng_devices):
-                    return module.loss(x, s, kl_weight=1.0)
+                    return module.loss(x, s, kl_weight=1.0, terms=terms)
             if len(stamps) == epoch:
                 stamps.append(time.perf_counter())
-            return module.loss(x, s, kl_weight=kl_warmup_weight(epoch, warmup))
+            return module.loss(x, s, kl_weight=kl_warmup_weight(epoch, warmup), terms=terms)
 
         # a last minibatch of one or two cells would make BatchNorm's statistics meaningless
         drop_last = 0 < X.shape[0] % int(self.batch_size) < 3 and X.shape[0] > int(self.batch_size)
@@ -604,7 +617,7 @@ class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
                                    weight_decay=self.weight_decay)  # scvi-tools' settings
             self.history_ = train(self.module_, loss_fn, (X, batch), epochs=self.epochs, batch_size=self.batch_size,
                                   optimizer=optimizer, device=device, seed=self.random_state, progress=self.progress,
-                                  desc="scVI", drop_last=drop_last, validation=val)
+                                  desc="scVI", drop_last=drop_last, validation=val, nonzero_index=with_terms)
         self.epoch_seconds_ = np.diff(stamps + [time.perf_counter()])  # wall time of each epoch
         self._X, self._batch = X, batch
         return self

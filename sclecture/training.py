@@ -125,6 +125,10 @@ class MinibatchLoader:
     order is redrawn every epoch from a generator seeded with ``shuffle_seed(seed)``, so the
     same seed gives the same minibatches. Shuffling matters: data sets often come sorted by cell
     type, and a model that sees one type per minibatch learns nonsense.
+
+    ``nonzero_index=True`` appends to each minibatch, for every sparse array, the flat index
+    (row * n_columns + column) of its nonzero entries, read off the CSR structure: what
+    ``torch.nonzero`` would find in the dense rows, without scanning them.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class MinibatchLoader:
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = torch.float32,
         drop_last: bool = False,
+        nonzero_index: bool = False,
     ):
         if not isinstance(arrays, (list, tuple)):
             arrays = (arrays,)
@@ -154,6 +159,7 @@ class MinibatchLoader:
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.nonzero_index = nonzero_index
         self.device = get_device(device)
         self.dtype = dtype
         self.arrays = [_as_batchable(a, self.device, dtype) for a in arrays]
@@ -164,12 +170,15 @@ class MinibatchLoader:
             return self.n // self.batch_size
         return math.ceil(self.n / self.batch_size)
 
-    def _take(self, array, idx: torch.Tensor):
+    def _take(self, array, idx: torch.Tensor, nonzero: list):
         if sp.issparse(array):
-            dense = array[idx.numpy()].toarray()
-            t = torch.from_numpy(dense)
+            rows = array[idx.numpy()]
+            t = torch.from_numpy(rows.toarray())
             if self.dtype is not None:
                 t = t.to(self.dtype)
+            if self.nonzero_index:
+                flat = np.repeat(np.arange(rows.shape[0]) * rows.shape[1], np.diff(rows.indptr)) + rows.indices
+                nonzero.append(torch.from_numpy(flat.astype(np.int64)).to(self.device, non_blocking=True))
             return t.to(self.device, non_blocking=True)
         return array.index_select(0, idx.to(array.device))  # ~2x less CPU than array[idx]
 
@@ -177,7 +186,8 @@ class MinibatchLoader:
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
         for b in range(len(self)):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            yield tuple(self._take(a, idx) for a in self.arrays)
+            nonzero: list[torch.Tensor] = []
+            yield tuple(self._take(a, idx, nonzero) for a in self.arrays) + tuple(nonzero)
 
 
 @dataclass
@@ -259,6 +269,7 @@ def train(
     desc: str = "training",
     drop_last: bool = False,
     max_grad_norm: float | None = None,
+    nonzero_index: bool = False,
 ) -> History:
     """Fit ``module`` by minibatch gradient descent on ``loss_fn``.
 
@@ -269,16 +280,23 @@ def train(
     (a staircase decay, say). ``validation`` is another tuple of arrays; its mean losses
     are logged as ``val_<name>`` after every epoch.
 
+    ``nonzero_index``: minibatches carry the nonzero entries of sparse arrays (see
+    :class:`MinibatchLoader`).
+
     Returns a :class:`History` with per-epoch means (weighted by minibatch size) and the
-    loss of every step. The module stays on the chosen device, in eval mode.
+    loss of every step. The module stays on the chosen device, in eval mode. Logged values
+    stay on the device until the epoch ends, so that a GPU never waits for the host between
+    steps; a non-finite loss stops training at the end of its epoch, naming the step.
     """
     if int(epochs) < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     dev = get_device(device)
     module.to(dev)
-    loader = MinibatchLoader(data, batch_size=batch_size, shuffle=True, seed=seed, device=dev, drop_last=drop_last)
+    loader = MinibatchLoader(data, batch_size=batch_size, shuffle=True, seed=seed, device=dev, drop_last=drop_last,
+                             nonzero_index=nonzero_index)
     val_loader = (
-        MinibatchLoader(validation, batch_size=max(batch_size, 1024), shuffle=False, device=dev)
+        MinibatchLoader(validation, batch_size=max(batch_size, 1024), shuffle=False, device=dev,
+                        nonzero_index=nonzero_index)
         if validation is not None
         else None
     )
@@ -291,33 +309,36 @@ def train(
     bar = _progress(range(int(epochs)), progress, desc)
     for epoch in bar:
         module.train()
-        sums: dict[str, float] = {}
-        seen = 0
+        names: list[str] = []
+        logged: list[torch.Tensor] = []  # per step: the minibatch's terms, on the device
+        sizes: list[int] = []
         for minibatch in loader:
             if lr_schedule is not None:
-                factor = float(lr_schedule(step))
+                factor = float(lr_schedule(step + len(logged)))
                 for g, base in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = base * factor
             terms = _loss_terms(loss_fn(module, minibatch, epoch))
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"the loss became {loss.item()} at epoch {epoch}, step {step}; "
-                    "lower the learning rate or check the input for NaN / inf"
-                )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            terms["loss"].backward()
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), max_grad_norm)
             optimizer.step()
-            n = minibatch[0].shape[0]
-            seen += n
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach()) * n
-            history.step_loss.append(float(loss.detach()))
-            step += 1
-        for k, v in sums.items():
-            history.epoch.setdefault(k, []).append(v / seen)
+            names = list(terms)
+            logged.append(torch.stack([v.detach().reshape(()).float() for v in terms.values()]))
+            sizes.append(minibatch[0].shape[0])
+        values = torch.stack(logged).cpu().double().numpy()  # steps x terms: one wait for the device per epoch
+        losses = values[:, names.index("loss")]
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            raise FloatingPointError(
+                f"the loss became {losses[bad[0]]} at epoch {epoch}, step {step + bad[0]}; "
+                "lower the learning rate or check the input for NaN / inf"
+            )
+        history.step_loss.extend(losses.tolist())
+        step += len(sizes)
+        means = np.asarray(sizes, dtype=np.float64) @ values / sum(sizes)  # weighted by minibatch size
+        for k, v in zip(names, means):
+            history.epoch.setdefault(k, []).append(float(v))
         if val_loader is not None:
             for k, v in evaluate(module, loss_fn, val_loader, epoch).items():
                 history.epoch.setdefault(f"val_{k}", []).append(v)

@@ -239,6 +239,44 @@ def test_sparse_and_dense_input_give_the_same_model(sim):
     np.testing.assert_allclose(a.get_latent_representation(), b.get_latent_representation(), rtol=1e-4, atol=1e-5)
 
 
+def test_csr_with_explicit_zeros_and_duplicates_trains_like_dense_and_stays_untouched(sim):
+    """The minibatches' nonzero entries come from the CSR structure: stored zeros and duplicate entries must
+    not change the model, and the caller's matrix is not modified."""
+    dense = sim.X.toarray()[:200]
+    messy = sp.csr_matrix(dense)
+    rows, cols = np.nonzero(dense == 0)
+    coo = messy.tocoo()
+    # a stored zero, and the value of one entry split into two duplicates
+    r = np.concatenate([coo.row, rows[:50], coo.row[:1]])
+    c = np.concatenate([coo.col, cols[:50], coo.col[:1]])
+    v = np.concatenate([coo.data, np.zeros(50, np.float32), [0.0]]).astype(np.float32)
+    v[0] = coo.data[0] - 1 if coo.data[0] > 1 else coo.data[0]
+    v[-1] = coo.data[0] - v[0]
+    messy = sp.csr_matrix((v, (r, c)), shape=dense.shape)
+    messy.has_canonical_format = False
+    messy_copy = messy.copy()
+    np.testing.assert_array_equal(messy.toarray(), dense)
+    a = scvi.SCVI(epochs=2, progress=False).fit(messy)
+    b = scvi.SCVI(epochs=2, progress=False).fit(dense)
+    np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-5)
+    for name in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(getattr(messy, name), getattr(messy_copy, name))
+
+
+def test_given_nonzero_index_gives_the_same_likelihood():
+    x, mu, theta, eta = _likelihood_inputs(3, (12, 50), dtype=torch.float32)
+    index = torch.nonzero(x.reshape(-1)).squeeze(1)
+    outs = []
+    for terms in (scvi.CountTerms(x), scvi.CountTerms(x, index)):
+        assert terms.sparse
+        args = [t.clone().requires_grad_() for t in (mu, theta, eta)]
+        ll = scvi.zinb_log_likelihood(x, *args, terms=terms)
+        outs.append((ll, torch.autograd.grad(ll.sum(), args)))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=0)
+    for a, b in zip(outs[0][1], outs[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("kw", [dict(likelihood="nb"), dict(likelihood="poisson"), dict(library="latent", n_layers=2)])
 def test_other_settings_train(sim, kw):
     m = scvi.SCVI(epochs=2, progress=False, **kw).fit(sim[:300], batch_key="batch")

@@ -84,6 +84,73 @@ def test_non_finite_loss_stops_with_a_clear_error():
         train(torch.nn.Linear(5, 1), _mse, (X, y), epochs=1, batch_size=64, progress=False)
 
 
+def test_non_finite_loss_names_its_step_after_the_epoch():
+    X, y, _ = _regression(n=64)
+    X[40, 0] = np.inf  # in one of the first epoch's four minibatches
+
+    seen = []
+
+    def loss(model, batch, epoch):
+        x, t = batch
+        seen.append(bool(torch.isfinite(x).all()))
+        return torch.mean((model(x) - t) ** 2)
+
+    with pytest.raises(FloatingPointError, match=r"at epoch 0, step (\d+)") as err:
+        train(torch.nn.Linear(5, 1), loss, (X, y), epochs=3, batch_size=16, progress=False)
+    first_bad = seen.index(False)
+    assert f"step {first_bad};" in str(err.value), "the error names the first step whose loss was not finite"
+    assert len(seen) == 4, "training stops at the end of the epoch that went wrong"
+
+
+def test_no_host_sync_per_step():
+    """Logged values stay on the device until the epoch ends: a GPU never waits for the host between steps.
+    Counted here as the training loop's own conversions of tensors to host values (each one a device sync
+    on a GPU; torch.optim's CPU-side step counters are not the loop's)."""
+    import sys
+
+    from torch.overrides import TorchFunctionMode
+
+    syncing = {torch.Tensor.item, torch.Tensor.__float__, torch.Tensor.__bool__, torch.Tensor.__int__,
+               torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu}
+    calls = []
+
+    class Count(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func in syncing and sys._getframe(1).f_code.co_filename == sclecture.training.__file__:
+                calls.append(func.__name__)
+            return func(*args, **(kwargs or {}))
+
+    X, y, _ = _regression(n=320)
+
+    def loss(model, batch, epoch):
+        x, t = batch
+        mse = torch.mean((model(x) - t) ** 2)
+        return {"loss": mse, "mae": torch.mean(torch.abs(model(x) - t))}
+
+    with Count():
+        h = train(torch.nn.Linear(5, 1), loss, (X, y), epochs=3, batch_size=16, progress=False)
+    assert len(h.step_loss) == 60
+    assert len(calls) <= 3 * 2, f"{len(calls)} host syncs in 60 steps: {sorted(set(calls))}"
+    np.testing.assert_allclose(np.mean(h.step_loss[-20:]), h["loss"][-1], rtol=1e-6)  # equal minibatches
+
+
+def test_loader_nonzero_index_matches_the_dense_rows():
+    rng = np.random.default_rng(1)
+    dense = rng.poisson(0.4, size=(37, 11)).astype(np.float32)
+    other = rng.poisson(0.2, size=(37, 5)).astype(np.float32)
+    loader = MinibatchLoader((sp.csr_matrix(dense), np.arange(37), sp.csr_matrix(other)), batch_size=8,
+                             shuffle=True, seed=2, nonzero_index=True)
+    n_batches = 0
+    for xb, ib, ob, x_nz, o_nz in loader:
+        np.testing.assert_array_equal(xb.numpy(), dense[ib.numpy()])
+        assert torch.equal(x_nz, torch.nonzero(xb.reshape(-1)).squeeze(1)), "same entries, same order"
+        assert torch.equal(o_nz, torch.nonzero(ob.reshape(-1)).squeeze(1))
+        n_batches += 1
+    assert n_batches == 5  # the last minibatch has 5 cells
+    plain = next(iter(MinibatchLoader((sp.csr_matrix(dense), np.arange(37)), batch_size=8)))
+    assert len(plain) == 2, "without nonzero_index the minibatch holds the arrays only"
+
+
 def test_loader_batches_sparse_rows_without_densifying_everything():
     rng = np.random.default_rng(0)
     dense = rng.poisson(0.3, size=(50, 20)).astype(np.float32)
