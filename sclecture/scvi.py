@@ -139,6 +139,23 @@ def _digamma_above_one(z: torch.Tensor) -> torch.Tensor:
     return torch.log(w) - 0.5 / w - series - shift
 
 
+_LOG_FACTORIALS: dict = {}
+
+
+def _log_factorial(x: torch.Tensor) -> torch.Tensor:
+    """lgamma(x + 1); for whole numbers below 2^16 (counts), looked up in a table of log k!."""
+    if x.numel() == 0 or not x.is_floating_point():
+        return torch.lgamma(x + 1)
+    top = float(x.max())
+    if not (0 <= top < 2**16) or not torch.equal(x, torch.trunc(x)):
+        return torch.lgamma(x + 1)
+    size = 1 << max(10, math.ceil(math.log2(top + 1)))
+    key = (size, x.dtype, x.device)
+    if key not in _LOG_FACTORIALS:
+        _LOG_FACTORIALS[key] = torch.lgamma(torch.arange(size, dtype=torch.float64) + 1).to(x.dtype).to(x.device)
+    return _LOG_FACTORIALS[key].index_select(0, x.reshape(-1).long()).reshape(x.shape)
+
+
 class CountTerms:
     """What a minibatch of counts x (cells x genes, any leading axes) alone decides, computed once.
 
@@ -160,12 +177,13 @@ class CountTerms:
         if self.sparse:
             self.idx = (torch.nonzero(x2.reshape(-1)).squeeze(1) if nonzero_index is None
                         else nonzero_index.reshape(-1))
-            self.rows = torch.div(self.idx, x2.shape[1], rounding_mode="floor")
+            self.rows = torch.div(self.idx, x2.shape[1], rounding_mode="floor")  # ascending
             self.genes = self.idx - self.rows * x2.shape[1]
+            self.row_counts = torch.bincount(self.rows, minlength=x2.shape[0])
             self.x = x2.reshape(-1).index_select(0, self.idx)
         else:
             self.x = x2
-        self.log_x_fact = torch.lgamma(self.x + 1)  # log x_ng! (0 where x_ng = 0)
+        self.log_x_fact = _log_factorial(self.x)  # log x_ng! (0 where x_ng = 0)
 
     def take(self, t: torch.Tensor) -> torch.Tensor:
         """The entries of a cells x genes tensor where the terms below are kept."""
@@ -178,18 +196,18 @@ class CountTerms:
     def cell_sums(self, v: torch.Tensor) -> torch.Tensor:
         if not self.sparse:
             return v.sum(1)
-        return torch.zeros(self.shape[0], dtype=v.dtype, device=v.device).index_add_(0, self.rows, v)
+        return torch.segment_reduce(v, "sum", lengths=self.row_counts)  # the entries come cell by cell
 
     def gene_sums(self, v: torch.Tensor) -> torch.Tensor:
         if not self.sparse:
             return v.sum(0)
-        return torch.zeros(self.shape[1], dtype=v.dtype, device=v.device).index_add_(0, self.genes, v)
+        return torch.zeros(self.shape[1], dtype=v.dtype, device=v.device).scatter_add_(0, self.genes, v)
 
     def add_into(self, dense: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """dense += v at the kept entries."""
         if not self.sparse:
             return dense.add_(v)
-        dense.reshape(-1).index_add_(0, self.idx, v)
+        dense.reshape(-1).scatter_add_(0, self.idx, v)
         return dense
 
 
@@ -260,12 +278,13 @@ class _ZINBLogLik(torch.autograd.Function):
         gk = grad_out.index_select(0, terms.rows) if terms.sparse else go
         xq_t = x * terms.take(q) / th
         terms.add_into(g_mu, gk * (x / mu_k.clamp_min(torch.finfo(mu_k.dtype).tiny) - xq_t))
-        if terms.sparse:
-            dig = _digamma_above_one(x + th)  # x >= 1 here
+        if terms.sparse:  # x >= 1 here
+            dig = _digamma_above_one(x + th).sub_(terms.take_genes(torch.digamma(theta)))
+            g_theta += terms.gene_sums(gk * (dig - xq_t))
         else:  # where x = 0: digamma(theta) = digamma(theta + 1) - 1 / theta
             dig = torch.addcdiv(_digamma_above_one(x + th + terms.zero), terms.zero, th.expand(n, g), value=-1)
-        g_theta += terms.gene_sums(gk * (dig - xq_t))
-        g_theta -= torch.digamma(theta) * (terms.gene_sums(gk) if terms.sparse else grad_out.sum())
+            g_theta += terms.gene_sums(gk * (dig - xq_t))
+            g_theta -= torch.digamma(theta) * grad_out.sum()
         return g_mu, g_theta, g_eta, None
 
 

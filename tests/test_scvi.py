@@ -263,6 +263,17 @@ def test_csr_with_explicit_zeros_and_duplicates_trains_like_dense_and_stays_unto
         np.testing.assert_array_equal(getattr(messy, name), getattr(messy_copy, name))
 
 
+def test_log_factorial_table_and_its_fallbacks():
+    from sclecture.scvi import _log_factorial
+
+    counts = torch.tensor([0.0, 1.0, 2.0, 7.0, 170.0, 4095.0, 65535.0])
+    exact = torch.lgamma(counts.double() + 1)
+    torch.testing.assert_close(_log_factorial(counts).double(), exact, rtol=1e-7, atol=0)  # the table
+    for x in (torch.tensor([0.5, 3.0]), torch.tensor([70000.0, 2.0]), torch.tensor([[1.0, 2.5], [3.0, 4.0]]).double()):
+        torch.testing.assert_close(_log_factorial(x), torch.lgamma(x + 1))  # not whole numbers, or too large
+    assert _log_factorial(torch.zeros(0)).shape == (0,)
+
+
 def test_given_nonzero_index_gives_the_same_likelihood():
     x, mu, theta, eta = _likelihood_inputs(3, (12, 50), dtype=torch.float32)
     index = torch.nonzero(x.reshape(-1)).squeeze(1)
