@@ -261,9 +261,9 @@ def profile_epoch(fit, flops_per_cell, n_cells):
     prof = profile(activities=[ProfilerActivity.CPU])
     take = training.MinibatchLoader._take
 
-    def labelled_take(self, array, idx):
+    def labelled_take(self, array, idx, *rest):
         with record_function(DENSIFY):
-            return take(self, array, idx)
+            return take(self, array, idx, *rest)
 
     state = {}
 
