@@ -26,7 +26,8 @@ Measured in one run:
   -log p(x) (``bench_scvi.welch_interval``), and the first seed's scvi-tools model scored by both
   codes.
 
-Writes ``benchmarks/results/scvi_genes.md`` and ``benchmarks/results/scvi_genes.csv``.
+Writes ``benchmarks/results/<--out>.md`` and ``.csv`` (default ``scvi_genes``). The committed results:
+``scvi_genes_idle`` (throughput on an idle machine) and ``scvi_genes_quality`` (the full fits).
 
     OMP_WAIT_POLICY=PASSIVE SCLECTURE_DATA_DIR=../shared/data nice python benchmarks/bench_scvi_genes.py --threads 1
     python benchmarks/bench_scvi_genes.py --rounds 1 --timing-epochs 3 --quality --datasets pbmc3k-2000  # a quick look

@@ -95,3 +95,19 @@ def test_actinn_report_keeps_the_budget_section_of_an_earlier_budget_run(tmp_pat
     text = md.read_text()
     assert "new comparison" in text and "old comparison" not in text
     assert text.rstrip().endswith(budget) and "Not measured yet" not in text
+
+
+def test_machine_profile_sorts_an_scvi_epoch_into_its_categories():
+    """bench_machine's profile wraps the loader's row taking; a tiny sparse scVI fit goes through it."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    import bench_machine
+
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(sp.csr_matrix(rng.poisson(0.3, size=(300, 40)).astype(np.float32) + sp.eye(300, 40)))
+    cats, top, wall, gflops = bench_machine.profile_epoch(
+        lambda epochs, callbacks: bench_machine.fit_scvi(adata, epochs, callbacks), 1e-3, adata.n_obs)
+    assert set(cats) == set(bench_machine.CATEGORIES) and wall > 0 and gflops > 0
+    assert cats["minibatch: take rows / densify CSR"] > 0, "the labelled loader ran"
+    assert bench_machine.training.MinibatchLoader._take.__name__ == "_take", "the loader is restored"
