@@ -222,7 +222,20 @@ def driver(browser_binaries, tmp_path_factory):  # noqa: F811
 
 PAGE_STATE = """
 const done = arguments[arguments.length - 1];
-const ready = (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+const loaded = document.readyState === 'complete' ? Promise.resolve()
+  : new Promise(r => window.addEventListener('load', r, {once: true}));
+const typeset = () => (window.MathJax && MathJax.startup && MathJax.startup.promise) || Promise.resolve();
+// the theme's scripts rearrange outputs after loading: read the page once its figures stop changing
+const settled = () => new Promise(r => {
+  let last = -1, same = 0, tries = 0;
+  const poll = () => {
+    const n = document.querySelectorAll('div.cell_output img').length;
+    same = n === last ? same + 1 : 0; last = n; tries += 1;
+    if (same >= 3 || tries > 100) r(); else setTimeout(poll, 100);
+  };
+  poll();
+});
+const ready = loaded.then(typeset).then(settled);
 ready.then(() => done({
   maths: document.querySelectorAll('.math').length,
   typeset: [...document.querySelectorAll('.math')].filter(m => m.querySelector('mjx-container')).length,
