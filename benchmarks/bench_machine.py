@@ -49,7 +49,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import median, write_table  # noqa: E402
+from common import median, top_variance_genes, write_table  # noqa: E402
 
 import sclecture.actinn as actinn_mod  # noqa: E402
 import sclecture.scvi as scvi_mod  # noqa: E402
@@ -79,10 +79,7 @@ def load_scvi(name: str = "zeisel_cortex", n_genes: int = SCVI_GENES):
     from sclecture import datasets
 
     adata = getattr(datasets, name)()
-    X = adata.X
-    mean = np.asarray(X.mean(axis=0)).ravel()
-    var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
-    adata = adata[:, np.sort(np.argsort(-var, kind="stable")[:n_genes])].copy()
+    adata = top_variance_genes(adata, n_genes)
     return adata[np.asarray(adata.X.sum(axis=1)).ravel() > 0].copy()  # scVI needs every cell's library size
 
 

@@ -57,6 +57,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_scvi  # noqa: E402  (Course, Peer, module_check, copy_peer_weights, welch_interval)
+from common import top_variance_genes  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -72,10 +73,7 @@ def load(key: str):
 
     name, n_genes = DATASETS[key]
     adata = getattr(ds, name)()
-    X = adata.X
-    mean = np.asarray(X.mean(axis=0)).ravel()
-    var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
-    adata = adata[:, np.sort(np.argsort(-var, kind="stable")[:n_genes])].copy()
+    adata = top_variance_genes(adata, n_genes)
     adata = adata[np.asarray(adata.X.sum(axis=1)).ravel() > 0].copy()
     labels = adata.obs["cell_type"].astype(object).where(adata.obs["cell_type"].notna(), UNLABELLED).astype(str)
     adata.obs["label"] = labels.to_numpy()
