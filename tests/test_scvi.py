@@ -239,21 +239,22 @@ def test_sparse_and_dense_input_give_the_same_model(sim):
     np.testing.assert_allclose(a.get_latent_representation(), b.get_latent_representation(), rtol=1e-4, atol=1e-5)
 
 
-def test_csr_with_explicit_zeros_and_duplicates_trains_like_dense_and_stays_untouched(sim):
+def test_csr_with_explicit_zeros_and_duplicates_trains_like_dense_and_stays_untouched(sim, monkeypatch):
     """The minibatches' nonzero entries come from the CSR structure: stored zeros and duplicate entries must
     not change the model, and the caller's matrix is not modified."""
+    monkeypatch.setattr(scvi.CountTerms, "SPARSE_BELOW", 1.0)  # the likelihood uses those entries at any density
     dense = sim.X.toarray()[:200]
-    messy = sp.csr_matrix(dense)
     rows, cols = np.nonzero(dense == 0)
-    coo = messy.tocoo()
-    # a stored zero, and the value of one entry split into two duplicates
-    r = np.concatenate([coo.row, rows[:50], coo.row[:1]])
-    c = np.concatenate([coo.col, cols[:50], coo.col[:1]])
-    v = np.concatenate([coo.data, np.zeros(50, np.float32), [0.0]]).astype(np.float32)
-    v[0] = coo.data[0] - 1 if coo.data[0] > 1 else coo.data[0]
-    v[-1] = coo.data[0] - v[0]
-    messy = sp.csr_matrix((v, (r, c)), shape=dense.shape)
-    messy.has_canonical_format = False
+    coo = sp.csr_matrix(dense).tocoo()
+    # 50 stored zeros, and the counts >= 2 of the first 20 cells split into two duplicate entries (1 and the rest)
+    split = (coo.data >= 2) & (coo.row < 20)
+    r = np.concatenate([coo.row, rows[:50], coo.row[split]])
+    c = np.concatenate([coo.col, cols[:50], coo.col[split]])
+    v = np.concatenate([np.where(split, 1, coo.data), np.zeros(50), coo.data[split] - 1]).astype(np.float32)
+    order = np.argsort(r, kind="stable")  # built from (data, indices, indptr): duplicates are kept, not summed
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(r, minlength=dense.shape[0]))])
+    messy = sp.csr_matrix((v[order], c[order], indptr), shape=dense.shape)
+    assert split.sum() > 0 and messy.nnz == len(v) and not messy.has_canonical_format, "zeros and duplicates stored"
     messy_copy = messy.copy()
     np.testing.assert_array_equal(messy.toarray(), dense)
     a = scvi.SCVI(epochs=2, progress=False).fit(messy)
