@@ -508,13 +508,25 @@ def perturb(value, depth: int = 0):
 
         if "torch" not in _canary_state:
             _canary_state["torch"] = torch.Generator().manual_seed(int(_numpy_rng().integers(2**62)))
-        u = torch.rand(value.shape, generator=_canary_state["torch"], dtype=torch.float64)
-        return value * (1 - 1e-3 * (0.5 + u)).to(dtype=value.dtype, device=value.device)
+        # factors 1 - 1e-3 (0.5 + u), made in the value's own precision (no float64 copy of a large value)
+        exact = value.dtype in (torch.float32, torch.float64)
+        u = torch.rand(value.shape, generator=_canary_state["torch"], dtype=value.dtype if exact else torch.float32)
+        u.mul_(-1e-3).add_(1 - 5e-4)
+        return value * u.to(dtype=value.dtype, device=value.device)
     if mod == "numpy" and hasattr(value, "dtype"):
         if value.dtype.kind != "f":
             return value
+        import numpy as np
+
+        if type(value) is np.ndarray and value.ndim and value.dtype.name in ("float32", "float64"):
+            factor = _numpy_rng().random(value.shape, dtype=value.dtype)
+            factor *= -1e-3
+            factor += value.dtype.type(1 - 5e-4)
+            return np.multiply(value, factor, out=factor)
         factor = 1 - 1e-3 * (0.5 + _numpy_rng().random(getattr(value, "shape", ())))
-        return (value * factor).astype(value.dtype) if getattr(value, "ndim", 0) else value.dtype.type(value * factor)
+        if getattr(value, "ndim", 0):  # np.multiply: for np.matrix, `*` would be a matrix product
+            return np.multiply(value, factor).astype(value.dtype)
+        return value.dtype.type(value * factor)
     if isinstance(value, float):
         return value * (1 - 1e-3 * (0.5 + float(_numpy_rng().random())))
     if isinstance(value, tuple):
