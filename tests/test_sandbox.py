@@ -129,3 +129,75 @@ def test_without_bubblewrap_grading_refuses_unless_told(monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="no .ipynb files"):
         grading_tool.grade("00_setup", tmp_path / "empty", course=tmp_path / "c", quiet=True,
                            unsafe_no_sandbox=True)
+
+
+NUMBA_PROBE = r"""
+import json, os, sys
+from numba.core.caching import NullCache
+exec(WARMUP)
+hits = misses = 0
+for name, mod in list(sys.modules.items()):
+    if name.split(".")[0] in ("scanpy", "umap", "pynndescent"):
+        for obj in list(vars(mod).values()):
+            stats = getattr(obj, "stats", None)
+            cache = getattr(obj, "_cache", None)  # functions declared with cache=True only
+            if cache is not None and not isinstance(cache, NullCache) and hasattr(stats, "cache_hits"):
+                hits += sum(stats.cache_hits.values())
+                misses += sum(stats.cache_misses.values())
+seen = os.path.exists(os.environ["NUMBA_CACHE_DIR"] + "/written-by-a-kernel")
+try:
+    open(os.environ["NUMBA_CACHE_DIR"] + "/written-by-a-kernel", "w").write("x")
+    wrote = True
+except OSError:
+    wrote = False
+print(json.dumps({"hits": hits, "misses": misses, "cache": os.environ["NUMBA_CACHE_DIR"], "wrote": wrote, "seen": seen}))
+"""
+
+
+def test_kernels_load_the_warm_numba_cache_from_a_private_copy(tmp_path):
+    """UMAP and scanpy do not compile again in every kernel, and no kernel changes another's cache."""
+    run = Path(__import__("tempfile").mkdtemp(prefix="sclecture-test-"))
+    try:
+        from sclecture.datasets import cache_dir
+
+        warm = grading_tool._numba_cache(run, str(cache_dir()))  # the one the grading command uses
+        assert warm is not None and (Path(warm) / sandbox.WARM_MARKER).exists()
+        before = sorted(p.name for p in Path(warm).rglob("*"))
+        os.chmod(run, 0o755)
+        outs = []
+        for i in range(2):
+            s = sandbox.Settings(run_dir=str(run), package_dir=str(ROOT), memory_gb=4.0, notebook_timeout=300,
+                                 uid=sandbox.UID_BASE + 60 + i if os.geteuid() == 0 else None, numba_cache=warm)
+            s.job = str(sandbox.prepare_job(s, f"job{i}"))
+            res = run_inside(s, NUMBA_PROBE.replace("exec(WARMUP)", sandbox.WARMUP), timeout=300)
+            assert res.returncode == 0, res.stderr[-2000:]
+            outs.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        for i, out in enumerate(outs):
+            # its own copy, writable, without what the other kernel wrote there
+            assert out["cache"] == f"{run}/jobs/job{i}/numba" and out["wrote"] and not out["seen"], out
+            assert out["hits"] > 0 and out["misses"] == 0, out  # every cached function loaded, none compiled
+        # the warm cache itself is unchanged
+        assert sorted(p.name for p in Path(warm).rglob("*")) == before
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def test_dev_shm_is_private_and_small(settings):
+    """Semaphores work (numba's and joblib's locks), and /dev/shm cannot hold more than 64 MiB."""
+    code = ("import multiprocessing, os\n"
+            "multiprocessing.Lock()\n"
+            "open('/dev/shm/mine', 'w').write('x')\n"
+            "print(sorted(os.listdir('/dev/shm')))\n"
+            "try:\n"
+            "    with open('/dev/shm/big', 'wb') as f:\n"
+            "        for _ in range(100):\n"
+            "            f.write(bytes(2**20))\n"
+            "    print('wrote 100 MiB')\n"
+            "except OSError as err:\n"
+            "    print('refused', err.errno)\n")
+    res = run_inside(settings, code)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == "['mine']", lines  # nothing of the machine's /dev/shm
+    assert lines[1].startswith("refused"), lines
+    assert not os.path.exists("/dev/shm/mine")

@@ -359,7 +359,22 @@ def _sandbox_settings(run: Path, env: dict, memory_gb: float, notebook_timeout: 
     inner = {k: env[k] for k in ("SCLECTURE_QUICK",) if k in env}
     return sandbox.Settings(run_dir=str(run), package_dir=str(package), memory_gb=memory_gb,
                             notebook_timeout=notebook_timeout, grace=float(min(10, max(2, round(timeout / 3)))),
-                            data_dir=data, cache_dir=cache, env=inner)
+                            data_dir=data, cache_dir=cache, env=inner, numba_cache=_numba_cache(run, cache))
+
+
+def _numba_cache(run: Path, cache: str | None) -> str | None:
+    """The warm numba cache that every sandbox gets a copy of: kept beside the data cache, else per run."""
+    import sandbox
+
+    for folder in ([Path(cache) / "numba"] if cache else []) + [run / "numba"]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            warm = sandbox.warm_numba_cache(folder)
+            return str(warm) if warm else None
+    return None
 
 
 def _autograde_one(course, lesson, student, r: StudentResult, env, timeout, memory_gb, settings, slot,

@@ -8,6 +8,10 @@ own. Inside the sandbox the kernel sees
 * a read-only *copy* of the ``sclecture`` package (the grading build), on ``PYTHONPATH``;
 * the data cache, read-only;
 * a throw-away working folder, ``/tmp`` and ``HOME`` in memory;
+* a private, writable copy of the grading run's warm numba cache (``NUMBA_CACHE_DIR``), so that
+  UMAP and scanpy load their compiled functions instead of compiling them again in every
+  kernel (about 20 s each, several times that on a loaded machine). The cache is filled by the
+  grading process, never by a sandbox, and no kernel's writes reach another kernel's copy;
 * its job folder (its sockets and the file ``SCLECTURE_RECORD`` where test cells record
   what the student's code returned), and nothing else of the machine: not the course folder,
   the gradebook, ``solutions/``, other students' submissions or the original download.
@@ -95,6 +99,7 @@ class Settings:
     grace: float = 10.0  # seconds a kernel gets to answer an interrupt before it is killed
     data_dir: str | None = None  # SCLECTURE_DATA_DIR of the trusted side, bound read-only
     cache_dir: str | None = None  # converted-data cache, bound read-only
+    numba_cache: str | None = None  # warm numba cache (warm_numba_cache), copied into every job folder
     env: dict = field(default_factory=dict)  # extra environment for the kernel (SCLECTURE_QUICK, ...)
 
     def to_env(self) -> str:
@@ -108,6 +113,70 @@ class Settings:
         return cls(**json.loads(raw))
 
 
+# The scanpy calls of the lessons (neighbours, UMAP, highly variable genes, marker genes) on
+# data of the lessons' types: numba compiles for argument types, not sizes.
+WARMUP = r"""
+import numpy as np, pandas as pd, scipy.sparse as sp, anndata as ad, scanpy as sc
+rng = np.random.default_rng(0)
+a = ad.AnnData(sp.csr_matrix(rng.poisson(0.5, size=(300, 400)).astype(np.float32)))
+a.obs["cell_type"] = pd.Categorical(rng.choice(["a", "b", "c"], 300))
+sc.pp.normalize_total(a, target_sum=1e4)
+sc.pp.log1p(a)
+sc.pp.highly_variable_genes(a, n_top_genes=100)
+sc.pp.pca(a, n_comps=30, mask_var="highly_variable", random_state=0)
+sc.pp.neighbors(a, random_state=0)
+sc.tl.umap(a, random_state=0)
+a.obsm["X_rep"] = rng.normal(size=(300, 10)).astype(np.float32)
+sc.pp.neighbors(a, n_neighbors=15, use_rep="X_rep", key_added="rep", random_state=0)
+sc.tl.umap(a, neighbors_key="rep", key_added="X_umap_rep", random_state=0)
+sc.tl.rank_genes_groups(a, groupby="cell_type")
+"""
+WARM_MARKER = "warm.json"
+
+
+def warm_numba_cache(folder: Path, timeout: float = 600) -> Path | None:
+    """Fill ``folder`` with numba's compiled functions for the lessons' scanpy calls; None if it fails.
+
+    Runs :data:`WARMUP` once in this (trusted) Python with ``NUMBA_CACHE_DIR=folder`` and the
+    sandbox's thread settings. A marker file names the interpreter, the package versions and
+    the warm-up it was made for; while they match, the folder is used as it is (numba itself
+    also checks each entry against its source file and the CPU).
+    """
+    import hashlib
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    def _version(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    stamp = {"python": os.path.realpath(sys.executable), "warmup": hashlib.sha256(WARMUP.encode()).hexdigest(),
+             **{n: _version(n) for n in ("numba", "scanpy", "umap-learn", "pynndescent", "anndata")}}
+    if stamp["numba"] is None or stamp["scanpy"] is None:
+        return None
+    marker = folder / WARM_MARKER
+    try:
+        if json.loads(marker.read_text()) == stamp:
+            return folder
+    except (OSError, ValueError):
+        pass
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(folder), "MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE",
+               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        res = subprocess.run([sys.executable, "-c", WARMUP], env=env, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return None
+    tmp = folder / f".{WARM_MARKER}.{os.getpid()}"
+    tmp.write_text(json.dumps(stamp))
+    os.replace(tmp, marker)  # concurrent grading runs: the marker appears whole or not at all
+    return folder
+
+
 def prepare_job(settings: Settings, name: str) -> Path:
     """A fresh job folder (sockets, record file) that the sandbox's user may write."""
     job = Path(settings.run_dir) / "jobs" / name
@@ -116,7 +185,11 @@ def prepare_job(settings: Settings, name: str) -> Path:
     job.mkdir(parents=True)
     record = job / "record.jsonl"
     record.touch()
-    for p in (job, record):
+    owned = [job, record]
+    if settings.numba_cache and os.path.isdir(settings.numba_cache):
+        shutil.copytree(settings.numba_cache, job / "numba", ignore=shutil.ignore_patterns(WARM_MARKER))
+        owned += [job / "numba", *(job / "numba").rglob("*")]
+    for p in owned:
         if settings.uid is not None:
             os.chown(p, settings.uid, settings.uid)
     os.chmod(job, 0o700)
@@ -163,7 +236,10 @@ def command(settings: Settings, argv: list[str], exe: str | None = None) -> list
     for name in ("lib", "lib64", "bin", "sbin"):
         if os.path.islink(f"/{name}"):
             args += ["--symlink", os.readlink(f"/{name}"), f"/{name}"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(512 << 20), "--tmpfs", "/tmp",
+    # /dev/shm: the sandbox's own, small (its pages count against no process), for the semaphores of
+    # numba's and joblib's multiprocessing locks
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(64 << 20), "--tmpfs", "/dev/shm",
+             "--size", str(512 << 20), "--tmpfs", "/tmp",
              "--dir", INSIDE_HOME, "--dir", INSIDE_WORK]
     for opt, src, dest in binds:
         args += [opt, src, dest]
@@ -184,6 +260,7 @@ def command(settings: Settings, argv: list[str], exe: str | None = None) -> list
     }
     if settings.data_dir and os.path.isdir(settings.data_dir):
         env["SCLECTURE_DATA_DIR"] = INSIDE_DATA
+    env["NUMBA_CACHE_DIR"] = f"{job}/numba" if os.path.isdir(f"{job}/numba") else f"{INSIDE_HOME}/.cache/numba"
     for k, v in env.items():
         args += ["--setenv", k, str(v)]
     args += ["--chdir", INSIDE_WORK, "--"]
