@@ -250,6 +250,84 @@ def module_check(train_adata, batch_size: int = 128) -> dict:
             "n_parameters": int(g_peer.numel())}
 
 
+def trajectory_check(train_adata, steps: int = 200, batch_size: int = 128, kl_weight: float = 0.5,
+                     report_at=(1, 10, 50, 200), control: float = 1.01, dtype=torch.float64) -> dict:
+    """Train both from the same weights on the same minibatches and noise eps (dropout off): scvi-tools'
+    VAE with its training plan's Adam (lr 1e-3, eps 0.01, weight decay 1e-6), the course's
+    ``SCVIModule.loss`` (the path ``SCVI.fit`` trains: nonzero-count likelihood, ``CountTerms`` from the
+    sparse minibatch) with ``fused_adam``. Returns the relative difference of all mapped weights and
+    BatchNorm statistics after the steps in ``report_at``, and of the last step's loss. A control shows
+    what the check can see: a third model, the course's with its KL weight times ``control``.
+
+    In float64 by default: training amplifies differences, and in float32 the rounding of either code
+    alone can, along some minibatch sequences, grow to the control's size within a few hundred steps."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # for the tensors either code makes on the way
+    try:
+        return _trajectory(train_adata, steps, batch_size, kl_weight, report_at, control, dtype)
+    finally:
+        torch.set_default_dtype(default)
+
+
+def _trajectory(train_adata, steps, batch_size, kl_weight, report_at, control, dtype) -> dict:
+    from unittest import mock
+
+    import scipy.sparse as sp
+    from scvi.module import VAE
+
+    from sclecture.scvi import CountTerms, SCVIModule
+    from sclecture.training import fused_adam
+
+    torch.manual_seed(0)
+    n_genes = train_adata.n_vars
+    peer = VAE(n_input=n_genes, n_latent=10, n_hidden=128, n_layers=1, dropout_rate=0.0, gene_likelihood="zinb").to(dtype)
+    course = SCVIModule(n_genes, 1, 10, 128, 1, dropout=0.0, likelihood="zinb").to(dtype)
+    copy_peer_weights(peer, course)
+    ctrl = SCVIModule(n_genes, 1, 10, 128, 1, dropout=0.0, likelihood="zinb").to(dtype)
+    copy_peer_weights(peer, ctrl)
+    opt_ctrl = fused_adam(ctrl.parameters(), lr=1e-3, eps=0.01, weight_decay=1e-6)
+    opt_peer = torch.optim.Adam([p for p in peer.parameters() if p.requires_grad], lr=1e-3, eps=0.01, weight_decay=1e-6)
+    opt_course = fused_adam(course.parameters(), lr=1e-3, eps=0.01, weight_decay=1e-6)
+    X = sp.csr_matrix(train_adata.X, dtype=np.float64 if dtype == torch.float64 else np.float32)
+    order = np.random.default_rng(0).permutation(np.repeat(np.arange(X.shape[0])[None], -(-steps * batch_size // X.shape[0]), 0).ravel())
+    peer.train(), course.train(), ctrl.train()
+
+    def state_diff(module):
+        mine, num, den = module.state_dict(), 0.0, 0.0
+        for k, v in peer.state_dict().items():
+            name = _course_name(k)
+            if name is not None and v.is_floating_point():
+                num += float((v - mine[name]).double().pow(2).sum())
+                den += float(v.double().pow(2).sum())
+        return (num / den) ** 0.5
+
+    out = {}
+    for step in range(1, steps + 1):
+        rows = np.sort(order[(step - 1) * batch_size: step * batch_size])
+        mb = X[rows]
+        x = torch.as_tensor(mb.toarray())
+        flat = torch.as_tensor(np.repeat(np.arange(mb.shape[0]), np.diff(mb.indptr)) * n_genes + mb.indices, dtype=torch.long)
+        b = torch.zeros(x.shape[0], 1, dtype=torch.long)
+        eps = torch.randn(x.shape[0], 10, dtype=dtype)
+        inf = peer.inference(x, batch_index=b)
+        inf["z"] = inf["qz"].loc + inf["qz"].scale * eps  # z = mu + sigma eps, the same eps in both
+        gen = peer.generative(z=inf["z"], library=inf["library"], batch_index=b)
+        loss_peer = peer.loss({"X": x, "batch": b}, inf, gen, kl_weight=kl_weight).loss
+        with mock.patch("torch.randn", lambda *a, **k: eps):  # the course's one draw of eps per step
+            loss_course = course.loss(x, None, kl_weight=kl_weight, terms=CountTerms(x, flat))["loss"]
+            loss_ctrl = ctrl.loss(x, None, kl_weight=kl_weight * control, terms=CountTerms(x, flat))["loss"]
+        for opt, loss in ((opt_peer, loss_peer), (opt_course, loss_course), (opt_ctrl, loss_ctrl)):
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if step in report_at:
+            out[f"weights_rel_diff_{step}"] = state_diff(course)
+            out[f"control_rel_diff_{step}"] = state_diff(ctrl)
+    out["loss_rel_diff_last"] = abs(loss_peer.item() - loss_course.item()) / abs(loss_peer.item())
+    out["steps"] = steps
+    return out
+
+
 def welch_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
     """mean(a) - mean(b) and its Welch confidence interval (unequal variances)."""
     from scipy import stats
@@ -291,32 +369,38 @@ def cortex():
     return _DATA["adata"], _DATA["train"], _DATA["test"]
 
 
+def evaluate(impl, adata, labels, train, test, mc_samples: int, seed: int, score_with_course: bool = False,
+             scored=slice(None)):
+    """A fitted implementation's scores (clusters of the cells ``scored``); with ``score_with_course``, also
+    its held-out -log p(x) as the course's code computes it for the same weights, minus its own (else None)."""
+    from sclecture.scvi import SCVI, clustering_scores
+
+    elbo, ll = impl.elbo(test), impl.marginal_ll(test, mc_samples)
+    sc = clustering_scores(impl.latent(adata)[scored], np.asarray(labels)[scored], random_state=0)
+    res = {"fit_s": impl.fit_call_s, "neg_elbo": -float(np.mean(elbo)), "neg_marginal_ll": -float(np.mean(ll)),
+           "ari": sc["ari"], "nmi": sc["nmi"], "silhouette": sc["silhouette"]}
+    diff = None
+    if score_with_course:  # the same scvi-tools model scored by the course's code
+        scorer = SCVI(epochs=0, random_state=seed, device="cpu", progress=False).fit(train)
+        copy_peer_weights(impl.model.module, scorer.module_)
+        diff = -float(np.mean(scorer.get_marginal_ll(test, n_samples=mc_samples))) - res["neg_marginal_ll"]
+    return res, diff
+
+
 def full_fit(name: str, seed: int, epochs: int, warmup: int, mc_samples: int, threads: int,
              score_with_course: bool = False) -> tuple[list, str]:
     """One full fit of one implementation: its result rows and a line to print (runs in a worker with --jobs)."""
-    from sclecture.scvi import clustering_scores
-
     torch.set_num_threads(threads)
     adata, train, test = cortex()
     impl = {"sclecture": Course, "scvi-tools": Peer}[name](epochs, warmup, seed)
     secs = impl.fit(train)
-    elbo = impl.elbo(test)
-    ll = impl.marginal_ll(test, mc_samples)
-    sc = clustering_scores(impl.latent(adata), adata.obs["cell_type"], random_state=0)
-    res = {"fit_s": impl.fit_call_s, "fit_epoch_s": statistics.median(secs[1:]) if len(secs) > 1 else float("nan"),
-           "neg_elbo": -float(np.mean(elbo)), "neg_marginal_ll": -float(np.mean(ll)),
-           "ari": sc["ari"], "nmi": sc["nmi"], "silhouette": sc["silhouette"]}
+    res, diff = evaluate(impl, adata, adata.obs["cell_type"], train, test, mc_samples, seed, score_with_course)
+    res["fit_epoch_s"] = statistics.median(secs[1:]) if len(secs) > 1 else float("nan")
     rows = [(name, k, v, f"seed {seed}") for k, v in res.items()]
     line = f"seed {seed} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items())
-    if score_with_course:  # the same scvi-tools model scored by the course's code
-        from sclecture.scvi import SCVI
-
-        scorer = SCVI(epochs=0, random_state=seed, device="cpu", progress=False).fit(train)
-        copy_peer_weights(impl.model.module, scorer.module_)
-        ours = -float(np.mean(scorer.get_marginal_ll(test, n_samples=mc_samples)))
-        rows.append(("check", "eval_diff", ours - res["neg_marginal_ll"],
-                     f"seed {seed}: scvi-tools' model, -log p(x) by sclecture minus by scvi-tools"))
-        line += (f"\nscvi-tools' model scored by both codes: -log p(x) {ours:.2f} (sclecture) vs "
+    if diff is not None:
+        rows.append(("check", "eval_diff", diff, f"seed {seed}: scvi-tools' model, -log p(x) by sclecture minus by scvi-tools"))
+        line += (f"\nscvi-tools' model scored by both codes: -log p(x) {res['neg_marginal_ll'] + diff:.2f} (sclecture) vs "
                  f"{res['neg_marginal_ll']:.2f} (scvi-tools)")
     return rows, line
 

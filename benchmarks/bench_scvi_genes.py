@@ -14,7 +14,9 @@ them dropped):
 Measured in one run:
 
 * equivalence, per data set: scvi-tools' ``VAE`` and the course's ``SCVIModule`` given the same
-  weights, minibatch and noise give the same loss and gradients (``bench_scvi.module_check``);
+  weights, minibatch and noise give the same loss and gradients (``bench_scvi.module_check``), and,
+  trained side by side from the same weights on the same minibatches and noise with each one's
+  optimiser, stay together for ``--trajectory-steps`` steps (``bench_scvi.trajectory_check``);
 * throughput: the whole fit call (``SCVI.fit``; scvi-tools' ``model.train``) of ``--timing-epochs``
   epochs on all cells, each run in a fresh process, ``--rounds`` interleaved rounds (the order of the
   implementations alternates); cells x epochs / seconds of the call, the median over rounds and
@@ -31,6 +33,7 @@ Writes ``benchmarks/results/<--out>.md`` and ``.csv`` (default ``scvi_genes``). 
 
     OMP_WAIT_POLICY=PASSIVE SCLECTURE_DATA_DIR=../shared/data nice python benchmarks/bench_scvi_genes.py --threads 1
     python benchmarks/bench_scvi_genes.py --rounds 1 --timing-epochs 3 --quality --datasets pbmc3k-2000  # a quick look
+    python benchmarks/bench_scvi_genes.py --rounds 0 --quality --out scvi_genes_checks  # the equivalence checks only
 """
 
 from __future__ import annotations
@@ -131,26 +134,18 @@ def run_worker(spec: dict, before: str | None) -> dict:
 
 def full_fit(name: str, key: str, seed: int, epochs: int, warmup: int, mc_samples: int, threads: int,
              score_with_course: bool = False) -> tuple[list, str]:
-    from sclecture.scvi import SCVI, clustering_scores
-
     torch.set_num_threads(threads)
     adata, train, test = data(key)
     impl = IMPLS[name](epochs, warmup, seed)
     impl.fit(train)
-    elbo, ll = impl.elbo(test), impl.marginal_ll(test, mc_samples)
     labelled = adata.obs["label"].to_numpy() != UNLABELLED
-    sc = clustering_scores(impl.latent(adata)[labelled], adata.obs["label"].to_numpy()[labelled], random_state=0)
-    res = {"fit_s": impl.fit_call_s, "neg_elbo": -float(np.mean(elbo)), "neg_marginal_ll": -float(np.mean(ll)),
-           "ari": sc["ari"], "nmi": sc["nmi"], "silhouette": sc["silhouette"]}
+    res, diff = bench_scvi.evaluate(impl, adata, adata.obs["label"].to_numpy(), train, test, mc_samples, seed,
+                                    score_with_course, scored=labelled)
     rows = [(key, name, k, v, f"seed {seed}") for k, v in res.items()]
     line = f"{key} seed {seed} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in res.items())
-    if score_with_course:  # the same scvi-tools model scored by the course's code
-        scorer = SCVI(epochs=0, random_state=seed, device="cpu", progress=False).fit(train)
-        bench_scvi.copy_peer_weights(impl.model.module, scorer.module_)
-        ours = -float(np.mean(scorer.get_marginal_ll(test, n_samples=mc_samples)))
-        rows.append((key, "check", "eval_diff", ours - res["neg_marginal_ll"],
-                     f"seed {seed}: scvi-tools' model, -log p(x) by sclecture minus by scvi-tools"))
-        line += f"\n  scvi-tools' model scored by both codes: {ours:.2f} (sclecture) vs {res['neg_marginal_ll']:.2f}"
+    if diff is not None:
+        rows.append((key, "check", "eval_diff", diff, f"seed {seed}: scvi-tools' model, -log p(x) by sclecture minus by scvi-tools"))
+        line += f"\n  scvi-tools' model scored by both codes: {res['neg_marginal_ll'] + diff:.2f} (sclecture) vs {res['neg_marginal_ll']:.2f}"
     return rows, line
 
 
@@ -174,6 +169,16 @@ def run(args) -> None:
             rows.append((key, "check", k, check[k], f"same weights, minibatch and noise; {check['n_parameters']} parameters"))
         print(f"  same weights: loss differs by {check['loss_rel_diff']:.1e}, gradients by {check['grad_rel_diff']:.1e}",
               flush=True)
+        traj = bench_scvi.trajectory_check(train, steps=args.trajectory_steps,
+                                           report_at=sorted({1, 10, 50, args.trajectory_steps}))
+        for k, v in traj.items():
+            if k != "steps":
+                what = "control: the course's KL weight x 1.01" if k.startswith("control_") else "same start, minibatches and noise"
+                rows.append((key, "check", k, v, f"{what}; {traj['steps']} Adam steps"))
+        print(f"  same start, {traj['steps']} Adam steps: weights differ by "
+              + ", ".join(f"{v:.1e} (step {k.rsplit('_', 1)[1]})" for k, v in traj.items() if k.startswith("weights_"))
+              + f"; last loss by {traj['loss_rel_diff_last']:.1e}; control (KL weight x 1.01) "
+              + f"{traj['control_rel_diff_' + str(traj['steps'])]:.1e}", flush=True)
 
     for r in range(args.rounds):
         for key in args.datasets:
@@ -274,6 +279,17 @@ def write(rows, args, impls, rounds_done: int, quiet: bool = False) -> None:
                      + (f" The first seed's scvi-tools model scored by the course's `get_marginal_ll` minus its own: "
                         f"{c['eval_diff']:+.2f} nats per cell (independent importance samples, K={args.mc_samples})."
                         if "eval_diff" in c else ""))
+        steps = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in c.items() if k.startswith("weights_rel_diff_"))
+        if steps:
+            lines.append(f"- {key}: trained side by side in float64 from the same weights on the same minibatches and noise "
+                         f"(dropout off; scvi-tools' `VAE` with its training plan's Adam, the course's "
+                         f"`SCVIModule.loss` on the nonzero counts with `fused_adam`): all weights and BatchNorm "
+                         f"statistics differ by " + ", ".join(f"{v:.1e} after {n} step{'s' if n > 1 else ''}"
+                                                              for n, v in steps)
+                         + f" (relative); the last step's loss by {c['loss_rel_diff_last']:.1e}. Control: with the "
+                         f"course's KL weight times 1.01 they are " + ", ".join(
+                             f"{c[f'control_rel_diff_{n}']:.1e}" for n, _ in steps if f"control_rel_diff_{n}" in c)
+                         + " apart at the same steps.")
     if args.quality:
         lines += ["", f"## Quality ({args.epochs} epochs, KL warm-up {args.epochs // 4}, seeds {list(args.seeds)}, "
                   f"stratified 75/25 split; {args.jobs} fit(s) at a time)", "",
@@ -322,6 +338,8 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--mc-samples", type=int, default=100)
+    p.add_argument("--trajectory-steps", type=int, default=200,
+                   help="Adam steps of the side-by-side training from the same weights (equivalence check)")
     p.add_argument("--out", default="scvi_genes", help="name of the result files in benchmarks/results")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
