@@ -9,7 +9,8 @@
 2. A class: ``--class-size`` copies of the solved lesson graded with ``--jobs`` 1 and 2.
 
 Quick mode (``SCLECTURE_QUICK=1``) as the grading command uses it; torch and BLAS on one
-thread per kernel. Writes benchmarks/results/grading.md and .csv.
+thread per kernel. Writes benchmarks/results/grading.md and .csv (another lesson:
+grading_<lesson>.md and .csv).
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def main(argv=None) -> None:
              f"added {overhead:.1f} s per submission (median of {a.repeats} alternated runs). The class rows "
              f"include preparing the course once. Load average when the run started and ended: "
              f"{load_before:.1f} and {os.getloadavg()[0]:.1f} (on {os.cpu_count()} cores).")
-    write_table("grading", "Grading: the sandbox's cost", rows, notes)
+    name = "grading" if a.lesson == "01_logistic_regression" else f"grading_{a.lesson}"
+    write_table(name, f"Grading: the sandbox's cost (lesson {a.lesson})", rows, notes)
 
 
 if __name__ == "__main__":
