@@ -201,3 +201,14 @@ def test_dev_shm_is_private_and_small(settings):
     assert lines[0] == "['mine']", lines  # nothing of the machine's /dev/shm
     assert lines[1].startswith("refused"), lines
     assert not os.path.exists("/dev/shm/mine")
+
+
+def test_a_bubblewrap_without_tmpfs_sizes_is_refused(monkeypatch, tmp_path):
+    old = tmp_path / "bwrap"
+    old.write_text("#!/bin/sh\necho 'bubblewrap 0.6.1'\n")
+    old.chmod(0o755)
+    assert sandbox.bwrap_version(str(old)) == (0, 6, 1)
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: str(old))
+    with pytest.raises(sandbox.SandboxUnavailable, match=r"bubblewrap 0\.6\.1 is too old: grading needs 0\.7\.0"):
+        sandbox.check_available()
+    assert sandbox.bwrap_version(sandbox.shutil.which("bwrap")) >= sandbox.MIN_BWRAP  # the one the tests use

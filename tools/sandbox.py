@@ -63,6 +63,22 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap") or next((p for p in ("/usr/bin/bwrap", "/bin/bwrap") if os.path.exists(p)), None)
 
 
+MIN_BWRAP = (0, 7, 0)  # the first with --size for a tmpfs
+
+
+def bwrap_version(exe: str) -> tuple[int, ...] | None:
+    """``bwrap --version`` as numbers (None if it does not say)."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    return tuple(int(g or 0) for g in m.groups()) if m else None
+
+
 def check_available() -> str:
     """The bwrap executable, after a trial run; raises SandboxUnavailable saying what to do."""
     import subprocess
@@ -73,6 +89,13 @@ def check_available() -> str:
             "bubblewrap (bwrap) is not installed. Student code must not run with your rights: install it "
             "(Debian/Ubuntu: `sudo apt-get install bubblewrap`; Fedora: `sudo dnf install bubblewrap`), or "
             "grade inside the course's container (see the README, 'Grading runs student code').")
+    version = bwrap_version(exe)
+    if version is not None and version < MIN_BWRAP:
+        raise SandboxUnavailable(
+            f"bubblewrap {'.'.join(map(str, version))} is too old: grading needs {'.'.join(map(str, MIN_BWRAP))} or "
+            "newer (its --size option caps the sandbox's in-memory /tmp and /dev/shm, which no memory limit sees). "
+            "Install a newer bubblewrap (Debian 12 and Ubuntu 24.04 ship one; on older systems build it "
+            "from https://github.com/containers/bubblewrap) or grade inside the course's container (see the README).")
     res = subprocess.run([exe, "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
                           "--dev", "/dev", "true"], capture_output=True, text=True)
     if res.returncode != 0:
