@@ -161,8 +161,15 @@ def test_canary_keeps_dtype_and_range_for_large_arrays(dtype):
     slack = 1e-3 if dtype == np.float16 else 1e-6  # float16 rounds the product itself
     assert ratio.min() >= 1 - 1.5e-3 - slack and ratio.max() <= 1 - 0.5e-3 + slack
     assert np.unique(ratio).size > 100  # random factors, not one constant
-    matrix = np.asmatrix(value[:3].astype(np.float64))
-    assert type(grading.perturb(matrix)) is np.matrix  # subclasses keep their type
-    t = torch.as_tensor(value.astype(np.float32))
-    r = (grading.perturb(t).double() / t.double())
+    matrix = np.asmatrix(value[:3, :3].astype(np.float64))
+    shrunk = grading.perturb(matrix)
+    assert type(shrunk) is np.matrix  # subclasses keep their type, and are scaled elementwise
+    assert np.all((np.asarray(shrunk) / np.asarray(matrix) > 1 - 1.5e-3) & (np.asarray(shrunk) / np.asarray(matrix) < 1))
+    swapped = value.astype(np.dtype(dtype).newbyteorder(">"))  # non-native byte order
+    assert np.all(grading.perturb(swapped) / swapped < 1)
+    t = torch.as_tensor(value.astype(np.float32)).requires_grad_()
+    out = grading.perturb(t)
+    r = (out.double() / t.double()).detach()
     assert r.min() >= 1 - 1.5e-3 - 1e-6 and r.max() <= 1 - 0.5e-3 + 1e-6 and torch.unique(r).numel() > 100
+    out.sum().backward()  # still differentiable: the gradient is the factors
+    assert torch.allclose(t.grad, r.float(), rtol=1e-5)
