@@ -366,14 +366,21 @@ def _numba_cache(run: Path, cache: str | None) -> str | None:
     """The warm numba cache that every sandbox gets a copy of: kept beside the data cache, else per run."""
     import sandbox
 
-    for folder in ([Path(cache) / "numba"] if cache else []) + [run / "numba"]:
+    folders = ([Path(cache) / "numba"] if cache else []) + [run / "numba"]
+    for folder in folders:  # one already warm, even read-only: it is only copied
+        warm = sandbox.warm_numba_cache(folder, write=False)
+        if warm:
+            return str(warm)
+    for folder in folders:  # else the first that may be written
         try:
             folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".probe-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
         except OSError:
             continue
-        if os.access(folder, os.W_OK):
-            warm = sandbox.warm_numba_cache(folder)
-            return str(warm) if warm else None
+        warm = sandbox.warm_numba_cache(folder)
+        return str(warm) if warm else None
     return None
 
 
@@ -412,6 +419,7 @@ def _autograde_one(course, lesson, student, r: StudentResult, env, timeout, memo
                     timeout=wall)
     if settings is not None:
         _kill_user(s.uid)
+        shutil.rmtree(job / "numba", ignore_errors=True)  # this kernel's copy of the numba cache
         outcome = job.parent / f"{job.name}.outcome.json"
         if outcome.exists():
             killed = json.loads(outcome.read_text()).get("killed")

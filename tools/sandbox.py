@@ -157,16 +157,9 @@ sc.tl.rank_genes_groups(a, groupby="cell_type")
 WARM_MARKER = "warm.json"
 
 
-def warm_numba_cache(folder: Path, timeout: float = 600) -> Path | None:
-    """Fill ``folder`` with numba's compiled functions for the lessons' scanpy calls; None if it fails.
-
-    Runs :data:`WARMUP` once in this (trusted) Python with ``NUMBA_CACHE_DIR=folder`` and the
-    sandbox's thread settings. A marker file names the interpreter, the package versions and
-    the warm-up it was made for; while they match, the folder is used as it is (numba itself
-    also checks each entry against its source file and the CPU).
-    """
+def _stamp() -> dict | None:
+    """What a warm cache is valid for: this environment, its compiling packages and the warm-up."""
     import hashlib
-    import subprocess
     from importlib.metadata import PackageNotFoundError, version
 
     def _version(name):
@@ -175,29 +168,71 @@ def warm_numba_cache(folder: Path, timeout: float = 600) -> Path | None:
         except PackageNotFoundError:
             return None
 
-    stamp = {"python": os.path.realpath(sys.executable), "warmup": hashlib.sha256(WARMUP.encode()).hexdigest(),
+    stamp = {"python": os.path.realpath(sys.executable), "prefix": os.path.realpath(sys.prefix),
+             "warmup": hashlib.sha256(WARMUP.encode()).hexdigest(),
              **{n: _version(n) for n in ("numba", "scanpy", "umap-learn", "pynndescent", "anndata")}}
-    if stamp["numba"] is None or stamp["scanpy"] is None:
+    return None if stamp["numba"] is None or stamp["scanpy"] is None else stamp
+
+
+def warm_numba_cache(folder: Path, timeout: float = 600, write: bool = True) -> Path | None:
+    """The warm numba cache for the lessons' scanpy calls, under ``folder``; None if there is none.
+
+    Each environment (interpreter, venv, package versions, warm-up) has a subfolder of its own,
+    named by a hash of those and marked by a file that names them. A marked subfolder is used
+    as it is, even read-only: it is only ever copied. Otherwise, with ``write``, :data:`WARMUP`
+    runs once in this (trusted) Python, isolated from the current folder and PYTHON* variables
+    (``-I``), with ``NUMBA_CACHE_DIR`` set to the subfolder and the sandbox's thread settings,
+    under a lock so that concurrent grading runs warm it once. A failed warm-up is noted, with
+    its reason, so that later runs do not retry it (delete the subfolder to retry); numba itself
+    also checks every entry against its source file and the CPU.
+    """
+    import fcntl
+    import hashlib
+    import subprocess
+
+    stamp = _stamp()
+    if stamp is None:
         return None
-    marker = folder / WARM_MARKER
+    sub = Path(folder) / hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+    marker, failed = sub / WARM_MARKER, sub / "failed.json"
+
+    def ready():
+        try:
+            return json.loads(marker.read_text()) == stamp
+        except (OSError, ValueError):
+            return False
+
+    if ready():
+        return sub
+    if not write or failed.exists():
+        return None
     try:
-        if json.loads(marker.read_text()) == stamp:
-            return folder
-    except (OSError, ValueError):
-        pass
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(folder), "MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE",
-               "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-        res = subprocess.run([sys.executable, "-c", WARMUP], env=env, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired):
+        sub.mkdir(parents=True, exist_ok=True)
+        with open(Path(folder) / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another grading run may be warming it now
+            if ready():
+                return sub
+            env = {**os.environ, "NUMBA_CACHE_DIR": str(sub), "MPLBACKEND": "Agg", "OMP_WAIT_POLICY": "PASSIVE",
+                   "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+            print(f"compiling UMAP's and scanpy's numba functions once for the sandboxes (about 30 s; kept in {sub})",
+                  file=sys.stderr, flush=True)
+            try:
+                res = subprocess.run([sys.executable, "-I", "-c", WARMUP], env=env, cwd=sub, capture_output=True,
+                                     text=True, timeout=timeout)
+                why = None if res.returncode == 0 else (res.stderr.strip().splitlines() or ["exit " + str(res.returncode)])[-1]
+            except subprocess.TimeoutExpired:
+                why = f"no result within {timeout:g} s"
+            out = failed if why else marker
+            tmp = sub / f".{out.name}.{os.getpid()}"
+            tmp.write_text(json.dumps({**stamp, "error": why} if why else stamp))
+            os.replace(tmp, out)  # the marker appears whole or not at all
+    except OSError as err:
+        why = str(err)
+    if why:
+        print(f"warning: the numba warm-up failed ({why[:300]}); each sandbox compiles UMAP again (about 20 s)",
+              file=sys.stderr, flush=True)
         return None
-    if res.returncode != 0:
-        return None
-    tmp = folder / f".{WARM_MARKER}.{os.getpid()}"
-    tmp.write_text(json.dumps(stamp))
-    os.replace(tmp, marker)  # concurrent grading runs: the marker appears whole or not at all
-    return folder
+    return sub
 
 
 def prepare_job(settings: Settings, name: str) -> Path:
@@ -210,7 +245,7 @@ def prepare_job(settings: Settings, name: str) -> Path:
     record.touch()
     owned = [job, record]
     if settings.numba_cache and os.path.isdir(settings.numba_cache):
-        shutil.copytree(settings.numba_cache, job / "numba", ignore=shutil.ignore_patterns(WARM_MARKER))
+        shutil.copytree(settings.numba_cache, job / "numba", ignore=shutil.ignore_patterns(WARM_MARKER, "failed.json", ".*"))
         owned += [job / "numba", *(job / "numba").rglob("*")]
     for p in owned:
         if settings.uid is not None:
