@@ -276,7 +276,7 @@ def _trajectory(train_adata, steps, batch_size, kl_weight, report_at, control, d
     from scvi.module import VAE
 
     from sclecture.scvi import CountTerms, SCVIModule
-    from sclecture.training import fused_adam
+    from sclecture.training import MinibatchLoader, fused_adam
 
     torch.manual_seed(0)
     n_genes = train_adata.n_vars
@@ -288,8 +288,10 @@ def _trajectory(train_adata, steps, batch_size, kl_weight, report_at, control, d
     opt_ctrl = fused_adam(ctrl.parameters(), lr=1e-3, eps=0.01, weight_decay=1e-6)
     opt_peer = torch.optim.Adam([p for p in peer.parameters() if p.requires_grad], lr=1e-3, eps=0.01, weight_decay=1e-6)
     opt_course = fused_adam(course.parameters(), lr=1e-3, eps=0.01, weight_decay=1e-6)
-    X = sp.csr_matrix(train_adata.X, dtype=np.float64 if dtype == torch.float64 else np.float32)
-    order = np.random.default_rng(0).permutation(np.repeat(np.arange(X.shape[0])[None], -(-steps * batch_size // X.shape[0]), 0).ravel())
+    # the minibatches SCVI.fit trains on: shuffled CSR rows with the flat index of their nonzero counts
+    loader = MinibatchLoader((sp.csr_matrix(train_adata.X),), batch_size=batch_size, seed=0, dtype=dtype,
+                             nonzero_index=True)
+    minibatches = (mb for _ in range(-(-steps // len(loader))) for mb in loader)
     peer.train(), course.train(), ctrl.train()
 
     def state_diff(module):
@@ -302,11 +304,7 @@ def _trajectory(train_adata, steps, batch_size, kl_weight, report_at, control, d
         return (num / den) ** 0.5
 
     out = {}
-    for step in range(1, steps + 1):
-        rows = np.sort(order[(step - 1) * batch_size: step * batch_size])
-        mb = X[rows]
-        x = torch.as_tensor(mb.toarray())
-        flat = torch.as_tensor(np.repeat(np.arange(mb.shape[0]), np.diff(mb.indptr)) * n_genes + mb.indices, dtype=torch.long)
+    for step, (x, flat) in zip(range(1, steps + 1), minibatches):
         b = torch.zeros(x.shape[0], 1, dtype=torch.long)
         eps = torch.randn(x.shape[0], 10, dtype=dtype)
         inf = peer.inference(x, batch_index=b)

@@ -365,23 +365,16 @@ def _sandbox_settings(run: Path, env: dict, memory_gb: float, notebook_timeout: 
 def _numba_cache(run: Path, cache: str | None) -> str | None:
     """The warm numba cache that every sandbox gets a copy of: kept beside the data cache, else per run."""
     import sandbox
+    from sclecture.datasets import _writable
 
     folders = ([Path(cache) / "numba"] if cache else []) + [run / "numba"]
     for folder in folders:  # one already warm, even read-only: it is only copied
         warm = sandbox.warm_numba_cache(folder, write=False)
         if warm:
             return str(warm)
-    for folder in folders:  # else the first that may be written
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = folder / f".probe-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError:
-            continue
-        warm = sandbox.warm_numba_cache(folder)
-        return str(warm) if warm else None
-    return None
+    writable = next((f for f in folders if _writable(f)), None)  # else the first that may be written
+    warm = sandbox.warm_numba_cache(writable) if writable is not None else None
+    return str(warm) if warm else None
 
 
 def _autograde_one(course, lesson, student, r: StudentResult, env, timeout, memory_gb, settings, slot,
