@@ -65,11 +65,71 @@ def test_scvi_genes_report_gives_each_rounds_ratio(tmp_path, monkeypatch):
                  (key, "sclecture", "dynamo_import_s", 1.0, ""), (key, "ratio", "speedup", ours / peer, ""),
                  (key, "ratio", "speedup_with_dynamo_import", 1.5, "")]
     args = argparse.Namespace(datasets=[key], rounds=2, timing_epochs=20, before=None, quality=[], threads=1,
-                              mc_samples=100, out="genes", epochs=100, seeds=[0], jobs=1)
+                              mc_samples=100, out="genes", epochs=100, seeds=[0], jobs=1, resume=False)
     bench_scvi_genes.write(rows, args, ["sclecture", "scvi-tools"], rounds_done=2, quiet=True)
     md = (tmp_path / "genes.md").read_text()
     assert "| pbmc3k | 2,000 | 6800 | 3250 | **2.10x** | 2.00, 2.20 |" in md
     assert (tmp_path / "genes.csv").exists()
+
+
+def test_scvi_genes_resume_runs_only_the_fits_an_earlier_run_lacks(tmp_path, monkeypatch):
+    import argparse
+    import csv
+
+    import bench_scvi_genes
+
+    monkeypatch.setattr(bench_scvi_genes, "RESULTS", tmp_path)
+    key = "pbmc3k-2000"
+    fitted = [("sclecture", 0), ("scvi-tools", 0), ("sclecture", 1)]
+    with open(tmp_path / "q.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "implementation", "measure", "value", "detail"])
+        for impl, seed in fitted:
+            for m, v in (("neg_marginal_ll", 1498.0 + seed), ("neg_elbo", 1512.0), ("fit_s", 100.0), ("ari", 0.5),
+                         ("nmi", 0.6), ("silhouette", 0.1)):
+                w.writerow([key, impl, m, v, f"seed {seed}, 2 fit(s) at a time"])
+        w.writerow([key, "check", "neg_marginal_ll_diff", 9.9, "derived: recomputed"])
+    ran = []
+
+    def fake_full_fits(tasks, jobs):
+        for name, k, seed, epochs, warmup, mc, threads, score in tasks:
+            ran.append((name, seed, score))
+            rows = [(k, name, m, 1497.0 + seed, f"seed {seed}") for m in ("neg_marginal_ll", "neg_elbo")]
+            rows += [(k, name, m, 0.5, f"seed {seed}") for m in ("fit_s", "ari", "nmi", "silhouette")]
+            yield rows, f"{name} {seed}"
+
+    monkeypatch.setattr(bench_scvi_genes, "full_fits", fake_full_fits)
+    args = argparse.Namespace(datasets=[], rounds=0, timing_epochs=20, before=None, quality=[key], threads=1,
+                              mc_samples=100, out="q", epochs=400, seeds=[0, 1, 2], jobs=1, resume=True,
+                              trajectory_steps=0)
+    bench_scvi_genes.run(args)
+    # seed 1's scvi-tools fit, then seed 2 (sclecture first for even seeds); the first scvi-tools fit is also
+    # scored by the course's code, since the earlier run has no such check
+    assert ran == [("scvi-tools", 1, True), ("sclecture", 2, False), ("scvi-tools", 2, False)]
+    rows = bench_scvi_genes.load_rows("q")
+    for impl in ("sclecture", "scvi-tools"):
+        assert bench_scvi_genes.fitted_seeds(rows, key, impl) == [0, 1, 2]
+    assert [r[4] for r in rows if r[1] == "scvi-tools" and r[2] == "ari"][-1] == "seed 2, 1 fit(s) at a time"
+    assert sum(r[2] == "neg_marginal_ll_diff" for r in rows) == 1 and 9.9 not in [r[3] for r in rows]
+    assert "3 seeds per code (0-2)" in (tmp_path / "q.md").read_text()
+    ran.clear()
+    bench_scvi_genes.run(args)  # nothing left to do
+    assert ran == []
+
+
+def test_seeds_for_bound_is_the_smallest_count_that_brings_the_upper_end_under_it():
+    import bench_scvi_genes
+    from scipy import stats
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0.1, 2.0, 8), rng.normal(0.0, 1.5, 8)
+    text = bench_scvi_genes.seeds_for_bound(a, b, 0.5)
+    n = int(text.split("at about ")[1].split()[0])
+    d, spread = a.mean() - b.mean(), a.var(ddof=1) + b.var(ddof=1)
+    upper = lambda k: d + stats.t.ppf(0.975, 2 * k - 2) * np.sqrt(spread / k)  # noqa: E731
+    assert upper(n) <= 0.5 < upper(n - 1)
+    assert "would not bring" in bench_scvi_genes.seeds_for_bound(a + 5, b, 0.5)
+    assert bench_scvi_genes._ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
 
 
 def test_scvi_benchmark_rejects_zero_jobs():
