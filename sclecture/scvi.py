@@ -45,6 +45,7 @@ __all__ = [
     "elbo_loss",
     "scvi_loss",
     "CountTerms",
+    "log_factorial_table",
     "zinb_log_likelihood",
     "Decoder",
     "SCVIModule",
@@ -142,18 +143,37 @@ def _digamma_above_one(z: torch.Tensor) -> torch.Tensor:
 _LOG_FACTORIALS: dict = {}
 
 
-def _log_factorial(x: torch.Tensor) -> torch.Tensor:
-    """lgamma(x + 1); for whole numbers below 2^16 (counts), looked up in a table of log k!."""
-    if x.numel() == 0 or not x.is_floating_point():
-        return torch.lgamma(x + 1)
-    top = float(x.max())
-    if not (0 <= top < 2**16) or not torch.equal(x, torch.trunc(x)):
-        return torch.lgamma(x + 1)
+def _factorial_table(top: float, dtype: torch.dtype, device) -> torch.Tensor:
+    """log k! for k = 0 .. at least top (a power of two in length, cached)."""
     size = 1 << max(10, math.ceil(math.log2(top + 1)))
-    key = (size, x.dtype, x.device)
+    key = (size, dtype, torch.device(device))
     if key not in _LOG_FACTORIALS:
-        _LOG_FACTORIALS[key] = torch.lgamma(torch.arange(size, dtype=torch.float64) + 1).to(x.dtype).to(x.device)
-    return _LOG_FACTORIALS[key].index_select(0, x.reshape(-1).long()).reshape(x.shape)
+        _LOG_FACTORIALS[key] = torch.lgamma(torch.arange(size, dtype=torch.float64) + 1).to(dtype).to(device)
+    return _LOG_FACTORIALS[key]
+
+
+def log_factorial_table(*counts, dtype: torch.dtype = torch.float32, device="cpu") -> torch.Tensor | None:
+    """The table of log k! that covers every count of ``counts`` (NumPy arrays or SciPy sparse matrices), or
+    None unless they are all whole numbers below 2^16. A fit checks its data once, and its minibatches then look
+    lgamma(x + 1) up without checking x again (``CountTerms(..., table=)``)."""
+    values = [np.asarray(c.data if sp.issparse(c) else c) for c in counts]
+    top = max((float(v.max()) for v in values if v.size), default=0.0)
+    if not (0 <= top < 2**16) or not all(np.array_equal(v, np.trunc(v)) for v in values):
+        return None
+    return _factorial_table(top, dtype, device)
+
+
+def _log_factorial(x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    """lgamma(x + 1); for whole numbers below 2^16 (counts), looked up in a table of log k!. ``table``: one from
+    :func:`log_factorial_table` of data that x comes from (x is then not checked again)."""
+    if table is None:
+        if x.numel() == 0 or not x.is_floating_point():
+            return torch.lgamma(x + 1)
+        top = float(x.max())
+        if not (0 <= top < 2**16) or not torch.equal(x, torch.trunc(x)):
+            return torch.lgamma(x + 1)
+        table = _factorial_table(top, x.dtype, x.device)
+    return table.index_select(0, x.reshape(-1).long()).reshape(x.shape)
 
 
 class CountTerms:
@@ -163,12 +183,12 @@ class CountTerms:
     entries nonzero) also keep their nonzero entries (flat index, cell, gene, value) and lgamma(x_ng + 1)
     there; denser counts keep x and lgamma(x + 1) whole. ``nonzero_index``, the flat index of the nonzero
     entries, may be given when known (``MinibatchLoader(nonzero_index=True)`` reads it off a CSR matrix),
-    which spares a scan of x.
+    which spares a scan of x; so may ``table``, a :func:`log_factorial_table` of the data x comes from.
     """
 
     SPARSE_BELOW = 0.5
 
-    def __init__(self, x: torch.Tensor, nonzero_index: torch.Tensor | None = None):
+    def __init__(self, x: torch.Tensor, nonzero_index: torch.Tensor | None = None, table: torch.Tensor | None = None):
         x2 = x.reshape(-1, x.shape[-1])
         self.shape = x2.shape
         self.zero = 1 - torch.sign(x2)  # 1[x_ng = 0] (counts are >= 0)
@@ -183,7 +203,7 @@ class CountTerms:
             self.x = x2.reshape(-1).index_select(0, self.idx)
         else:
             self.x = x2
-        self.log_x_fact = _log_factorial(self.x)  # log x_ng! (0 where x_ng = 0)
+        self.log_x_fact = _log_factorial(self.x, table)  # log x_ng! (0 where x_ng = 0)
 
     def take(self, t: torch.Tensor) -> torch.Tensor:
         """The entries of a cells x genes tensor where the terms below are kept."""
@@ -616,10 +636,11 @@ class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
         # on the CPU the NB / ZINB likelihood works on the nonzero counts (CountTerms), and minibatches of
         # sparse counts bring their nonzero entries along
         with_terms = device.type == "cpu" and self.likelihood != "poisson"
+        table = log_factorial_table(X, *(val[:1] if val else ())) if with_terms else None  # log x! of every count
 
         def loss_fn(module, minibatch, epoch):
             x, s = minibatch[:2]  # then, for sparse counts on the CPU, the flat index of the nonzero entries
-            terms = CountTerms(x, *minibatch[2:]) if with_terms else None
+            terms = CountTerms(x, *minibatch[2:], table=table) if with_terms else None
             if not module.training:  # a validation pass: -ELBO (beta = 1), its draws of z on a forked stream
                 with torch.random.fork_rng(devices=rng_devices):
                     return module.loss(x, s, kl_weight=1.0, terms=terms)

@@ -275,6 +275,36 @@ def test_log_factorial_table_and_its_fallbacks():
     assert _log_factorial(torch.zeros(0)).shape == (0,)
 
 
+def test_log_factorial_table_of_the_data_covers_every_count_once_checked():
+    from sclecture.scvi import _log_factorial, log_factorial_table
+
+    dense = np.array([[0.0, 3.0], [5.0, 1.0]])
+    other = sp.csr_matrix(np.array([[0.0, 2000.0]]))
+    table = log_factorial_table(dense, other)
+    assert table is not None and table.dtype == torch.float32 and len(table) > 2000
+    x = torch.tensor([0.0, 1.0, 5.0, 2000.0])
+    torch.testing.assert_close(_log_factorial(x, table), _log_factorial(x))  # the same values as the checked path
+    assert log_factorial_table(np.array([0.0, 2.5])) is None  # not whole numbers
+    assert log_factorial_table(sp.csr_matrix(np.array([[0.0, 70000.0]]))) is None  # beyond the table
+    assert log_factorial_table(np.zeros((0, 3))) is not None  # nothing to look up
+
+
+def test_fit_looks_log_x_factorial_up_in_a_table_of_its_data(sim, monkeypatch):
+    seen = []
+    original = scvi.CountTerms.__init__
+
+    def spy(self, x, nonzero_index=None, table=None):
+        seen.append((table, float(x.max())))
+        original(self, x, nonzero_index, table)
+
+    monkeypatch.setattr(scvi.CountTerms, "__init__", spy)
+    data = sim[:300]
+    scvi.SCVI(epochs=1, progress=False).fit(data, validation=sim[300:400])
+    assert seen and all(t is not None and top < len(t) for t, top in seen)  # training and validation minibatches
+    top = max(float(np.max(data.X)), float(np.max(sim[300:400].X)))
+    assert len(seen[0][0]) > top
+
+
 def test_given_nonzero_index_gives_the_same_likelihood():
     x, mu, theta, eta = _likelihood_inputs(3, (12, 50), dtype=torch.float32)
     index = torch.nonzero(x.reshape(-1)).squeeze(1)
