@@ -152,20 +152,32 @@ def _factorial_table(top: float, dtype: torch.dtype, device) -> torch.Tensor:
     return _LOG_FACTORIALS[key]
 
 
-def log_factorial_table(*counts, dtype: torch.dtype = torch.float32, device="cpu") -> torch.Tensor | None:
+def log_factorial_table(*counts, whole: bool = False, dtype: torch.dtype = torch.float32,
+                        device="cpu") -> torch.Tensor | None:
     """The table of log k! that covers every count of ``counts`` (NumPy arrays or SciPy sparse matrices), or
-    None unless they are all whole numbers below 2^16. A fit checks its data once, and its minibatches then look
-    lgamma(x + 1) up without checking x again (``CountTerms(..., table=)``)."""
-    values = [np.asarray(c.data if sp.issparse(c) else c) for c in counts]
+    None unless they are all non-negative whole numbers below 2^16. ``whole=True``: the caller has checked
+    that they are non-negative whole numbers (as ``check_counts`` does), so only their maximum is looked at.
+    A fit makes the table once, and its minibatches look lgamma(x + 1) up in it without checking x again
+    (``CountTerms(..., table=)``): x must come from the data the table was made for."""
+    values = []
+    for c in counts:
+        if sp.issparse(c):
+            c = c if getattr(c, "has_canonical_format", False) else sp.csr_matrix(c, copy=True)
+            if not c.has_canonical_format:
+                c.sum_duplicates()  # the entries a minibatch will hold
+            c = c.data
+        values.append(np.asarray(c))
     top = max((float(v.max()) for v in values if v.size), default=0.0)
-    if not (0 <= top < 2**16) or not all(np.array_equal(v, np.trunc(v)) for v in values):
+    if not top < 2**16:
+        return None
+    if not whole and not all(v.size == 0 or (v.min() >= 0 and np.array_equal(v, np.trunc(v))) for v in values):
         return None
     return _factorial_table(top, dtype, device)
 
 
 def _log_factorial(x: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
     """lgamma(x + 1); for whole numbers below 2^16 (counts), looked up in a table of log k!. ``table``: one from
-    :func:`log_factorial_table` of data that x comes from (x is then not checked again)."""
+    :func:`log_factorial_table` of the data x comes from (x is then not checked again)."""
     if table is None:
         if x.numel() == 0 or not x.is_floating_point():
             return torch.lgamma(x + 1)
@@ -173,6 +185,8 @@ def _log_factorial(x: torch.Tensor, table: torch.Tensor | None = None) -> torch.
         if not (0 <= top < 2**16) or not torch.equal(x, torch.trunc(x)):
             return torch.lgamma(x + 1)
         table = _factorial_table(top, x.dtype, x.device)
+    elif table.dtype != x.dtype or table.device != x.device:
+        table = _factorial_table(len(table) - 1, x.dtype, x.device)  # the same table, in x's precision and place
     return table.index_select(0, x.reshape(-1).long()).reshape(x.shape)
 
 
@@ -636,7 +650,7 @@ class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
         # on the CPU the NB / ZINB likelihood works on the nonzero counts (CountTerms), and minibatches of
         # sparse counts bring their nonzero entries along
         with_terms = device.type == "cpu" and self.likelihood != "poisson"
-        table = log_factorial_table(X, *(val[:1] if val else ())) if with_terms else None  # log x! of every count
+        table = log_factorial_table(X, *(val[:1] if val else ()), whole=True) if with_terms else None  # log x!
 
         def loss_fn(module, minibatch, epoch):
             x, s = minibatch[:2]  # then, for sparse counts on the CPU, the flat index of the nonzero entries

@@ -283,10 +283,17 @@ def test_log_factorial_table_of_the_data_covers_every_count_once_checked():
     table = log_factorial_table(dense, other)
     assert table is not None and table.dtype == torch.float32 and len(table) > 2000
     x = torch.tensor([0.0, 1.0, 5.0, 2000.0])
-    torch.testing.assert_close(_log_factorial(x, table), _log_factorial(x))  # the same values as the checked path
+    exact = torch.lgamma(x.double() + 1)
+    torch.testing.assert_close(_log_factorial(x, table).double(), exact, rtol=1e-7, atol=0)
+    torch.testing.assert_close(_log_factorial(x.double(), table), exact, rtol=1e-12, atol=0)  # in x's precision
     assert log_factorial_table(np.array([0.0, 2.5])) is None  # not whole numbers
+    assert log_factorial_table(np.array([-3.0, 5.0])) is None  # not counts
     assert log_factorial_table(sp.csr_matrix(np.array([[0.0, 70000.0]]))) is None  # beyond the table
     assert log_factorial_table(np.zeros((0, 3))) is not None  # nothing to look up
+    dup = sp.coo_matrix((np.array([40000.0, 40000.0]), (np.array([0, 0]), np.array([1, 1]))), shape=(1, 2))
+    assert log_factorial_table(dup) is None  # the entry is 80,000 once duplicates are summed
+    assert dup.nnz == 2  # and the caller's matrix is left as it was
+    assert len(log_factorial_table(np.array([[0.0, 1500.0]]), whole=True)) == 2048  # checked counts: the top only
 
 
 def test_fit_looks_log_x_factorial_up_in_a_table_of_its_data(sim, monkeypatch):
@@ -298,11 +305,12 @@ def test_fit_looks_log_x_factorial_up_in_a_table_of_its_data(sim, monkeypatch):
         original(self, x, nonzero_index, table)
 
     monkeypatch.setattr(scvi.CountTerms, "__init__", spy)
-    data = sim[:300]
-    scvi.SCVI(epochs=1, progress=False).fit(data, validation=sim[300:400])
+    train, val = sim[300:400], sim[:300]
+    top_train, top_val = float(np.max(train.X)), float(np.max(val.X))
+    assert 2 ** np.ceil(np.log2(top_train + 1)) <= top_val  # a table of the training counts alone would be too short
+    scvi.SCVI(epochs=1, progress=False).fit(train, validation=val)
     assert seen and all(t is not None and top < len(t) for t, top in seen)  # training and validation minibatches
-    top = max(float(np.max(data.X)), float(np.max(sim[300:400].X)))
-    assert len(seen[0][0]) > top
+    assert max(top for _, top in seen) == top_val
 
 
 def test_given_nonzero_index_gives_the_same_likelihood():
