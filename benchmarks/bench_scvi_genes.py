@@ -25,8 +25,9 @@ Measured in one run:
 * quality, on ``--quality`` data sets: one full fit per seed and implementation on a stratified
   75/25 split, held-out -ELBO and importance-sampled -log p(x) per cell, k-means ARI / NMI and the
   silhouette of the labelled cells' latent space, the Welch 95 % interval of the difference in
-  -log p(x) (``bench_scvi.welch_interval``), and the first seed's scvi-tools model scored by both
-  codes.
+  -log p(x) (``bench_scvi.welch_interval``), and one seed's scvi-tools model scored by both
+  codes. Each fit's rows record its settings (epochs, importance samples K, threads), and ``--resume``
+  refuses to pool fits of other settings.
 
 Writes ``benchmarks/results/<--out>.md`` and ``.csv`` (default ``scvi_genes``). The committed results:
 ``scvi_genes_idle`` (throughput on an idle machine) and ``scvi_genes_quality`` (the full fits).
@@ -182,7 +183,28 @@ def _derived(row) -> bool:
 
 
 def fitted_seeds(rows, key: str, impl: str) -> list[int]:
-    return sorted({_seed_of(r[4]) for r in rows if r[0] == key and r[1] == impl and r[2] == "neg_marginal_ll"})
+    seeds = {_seed_of(r[4]) for r in rows if r[0] == key and r[1] == impl and r[2] == "neg_marginal_ll"}
+    return sorted(s for s in seeds if s is not None)
+
+
+SETTINGS = re.compile(r"(\d+) epochs, K=(\d+), (\d+) thread")
+
+
+def fit_settings(args) -> str:
+    """What a full fit's rows record of the settings that decide its numbers."""
+    return f"{args.epochs} epochs, K={args.mc_samples}, {args.threads} thread(s)"
+
+
+def check_resumable(rows, args) -> None:
+    """Full fits of other settings must not be pooled with this run's: refuse, naming the difference."""
+    want = SETTINGS.search(fit_settings(args)).groups()
+    for r in rows:
+        if r[0] in args.quality and r[1] in ("sclecture", "scvi-tools") and r[2] == "neg_marginal_ll":
+            m = SETTINGS.search(r[4])
+            if m is None or m.groups() != want:
+                raise SystemExit(f"results/{args.out}.csv holds a full fit ({r[0]}, {r[1]}, {r[4]!r}) made with other "
+                                 f"settings than this run's ({fit_settings(args)}), or with none recorded: resume "
+                                 "with the same --epochs, --mc-samples and --threads, or choose another --out")
 
 
 def run(args) -> None:
@@ -191,6 +213,7 @@ def run(args) -> None:
     # they lack: a stopped run picks up where it stopped, and more seeds can be added to a finished one
     rows = [r for r in load_rows(args.out) if not _derived(r)] if args.resume else []
     if rows:
+        check_resumable(rows, args)
         print(f"resuming from results/{args.out}.csv: {len(rows)} rows", flush=True)
     impls = ["sclecture", "scvi-tools"] + (["before"] if args.before else [])
     warmup = args.timing_epochs // 4
@@ -218,9 +241,10 @@ def run(args) -> None:
               + f"; last loss by {traj['loss_rel_diff_last']:.1e}; control (KL weight x 1.01) "
               + f"{traj['control_rel_diff_' + str(traj['steps'])]:.1e}", flush=True)
 
-    rounds_before = min((len(_values(rows, k, "ratio", "speedup")) for k in args.datasets), default=0)
-    for r in range(rounds_before, args.rounds):
+    for r in range(args.rounds):
         for key in args.datasets:
+            if len(_values(rows, key, "ratio", "speedup")) > r:  # this round is in the resumed rows already
+                continue
             order = impls if r % 2 == 0 else impls[::-1]
             got, with_import = {}, {}
             for impl in order:
@@ -240,14 +264,14 @@ def run(args) -> None:
                 rows.append((key, "ratio", "speedup_before", got["before"] / got["scvi-tools"], f"round {r}"))
             print(f"round {r} {key}: " + ", ".join(f"{k} {v:.0f} cells/s" for k, v in got.items())
                   + f"; ratio {got['sclecture'] / got['scvi-tools']:.2f}x, load {os.getloadavg()[0]:.1f}", flush=True)
-        write(list(rows), args, impls, rounds_done=r + 1, quiet=True)  # a stopped run keeps its finished rounds
+        write(list(rows), args, impls, quiet=True)  # a stopped run keeps its finished rounds
 
     tasks = []
     for key in args.quality:
         w = args.epochs // 4
         scored = any(r[0] == key and r[2] == "eval_diff" for r in rows)
         for i, seed in enumerate(args.seeds):
-            for name in (["sclecture", "scvi-tools"] if seed % 2 == 0 else ["scvi-tools", "sclecture"]):
+            for name in (["sclecture", "scvi-tools"] if i % 2 == 0 else ["scvi-tools", "sclecture"]):
                 if seed in fitted_seeds(rows, key, name):
                     continue
                 tasks.append((name, key, seed, args.epochs, w, args.mc_samples, args.threads,
@@ -256,10 +280,11 @@ def run(args) -> None:
     if args.quality:
         print(f"{len(tasks)} full fit(s) to run", flush=True)
     for fit_rows, line in full_fits(tasks, args.jobs):
-        rows += [r[:4] + (f"{r[4]}, {args.jobs} fit(s) at a time",) if r[1] != "check" else r for r in fit_rows]
+        rows += [r[:4] + (f"{r[4]}, {fit_settings(args)}, up to {args.jobs} fit(s) at a time",)
+                 if r[1] != "check" else r for r in fit_rows]
         print(line, flush=True)
-        write(list(rows), args, impls, rounds_done=args.rounds, quiet=True)  # a stopped run keeps its finished fits
-    write(rows, args, impls, rounds_done=args.rounds)
+        write(list(rows), args, impls, quiet=True)  # a stopped run keeps its finished fits
+    write(rows, args, impls)
 
 
 def _values(rows, key, impl, measure):
@@ -267,6 +292,12 @@ def _values(rows, key, impl, measure):
 
 
 BOUND = 0.5  # nats per cell: the margin within which the course's held-out -log p(x) should be shown to lie
+
+
+def _scored_seed(rows, key: str) -> str:
+    detail = next((r[4] for r in rows if r[0] == key and r[2] == "eval_diff"), "")
+    seed = _seed_of(detail)
+    return "?" if seed is None else str(seed)
 
 
 def _ranges(seeds: list[int]) -> str:
@@ -280,29 +311,43 @@ def _ranges(seeds: list[int]) -> str:
     return ", ".join(parts) or "none"
 
 
+def welch_upper(d: float, var_a: float, var_b: float, n_a: int, n_b: int, level: float = 0.95) -> float:
+    """The upper end of ``bench_scvi.welch_interval`` for samples of these sizes, variances and difference."""
+    from scipy import stats
+
+    va, vb = var_a / n_a, var_b / n_b
+    dof = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1)) if va + vb > 0 else float("inf")
+    return d + float(stats.t.ppf(0.5 + level / 2, dof)) * float(np.sqrt(va + vb))
+
+
+MAX_SEEDS = 1_000_000
+
+
 def seeds_for_bound(a, b, bound: float) -> str:
-    """How many seeds per code the interval's upper end needs to fall below ``bound``, if the means and
+    """How many seeds per code the Welch interval's upper end needs to fall below ``bound``, if the means and
     spreads stay as measured (a planning figure, not a result)."""
     d, lo, hi = bench_scvi.welch_interval(a, b)
     if hi <= bound:
         return f"The upper end is within +{bound} nats."
     if d >= bound:
         return f"The difference itself is above +{bound} nats, so more seeds would not bring the upper end below it."
-    from scipy import stats
+    var_a, var_b = float(np.var(a, ddof=1)), float(np.var(b, ddof=1))
+    fits = lambda n: welch_upper(d, var_a, var_b, n, n) <= bound  # noqa: E731  (n seeds for each code)
+    low, high = max(len(a), len(b)), max(len(a), len(b), 2)
+    while not fits(high):  # the upper end falls as n grows: double, then halve the gap
+        low, high = high, 2 * high
+        if high > MAX_SEEDS:
+            return f"With these means and spreads, more than {MAX_SEEDS:,} seeds per code would be needed."
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if fits(mid) else (mid, high)
+    return (f"With these means and spreads, the upper end would come within +{bound} nats at about {high} seeds per "
+            f"code ({high - len(a)} more for sclecture, {high - len(b)} more for scvi-tools; `--resume` adds them).")
 
-    spread = float(np.var(a, ddof=1) + np.var(b, ddof=1))  # per seed and code, both codes
-    n = max(len(a), len(b))
-    while n < 100000:
-        half = float(stats.t.ppf(0.975, 2 * n - 2)) * np.sqrt(spread / n)
-        if d + half <= bound:
-            break
-        n += 1
-    return (f"With these means and spreads, the upper end would come within +{bound} nats at about {n} seeds per "
-            f"code ({n - len(a)} more for sclecture, {n - len(b)} more for scvi-tools; `--resume` adds them).")
 
-
-def write(rows, args, impls, rounds_done: int, quiet: bool = False) -> None:
+def write(rows, args, impls, quiet: bool = False) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    rounds_done = max((len(_values(rows, k, "ratio", "speedup")) for k in args.datasets), default=0)
     label = {"sclecture": "sclecture", "scvi-tools": "scvi-tools 1.4.2", "before": "sclecture before"}
     lines = [
         "# scVI against scvi-tools across gene counts",
@@ -357,9 +402,9 @@ def write(rows, args, impls, rounds_done: int, quiet: bool = False) -> None:
         lines.append(f"- {key}: same weights, minibatch and noise in scvi-tools' `VAE` and the course's `SCVIModule` "
                      f"(train mode, dropout off): loss differs by {c['loss_rel_diff']:.1e}, gradient vector by "
                      f"{c['grad_rel_diff']:.1e} (relative; float32 rounding)."
-                     + (f" The first seed's scvi-tools model scored by the course's `get_marginal_ll` minus its own: "
-                        f"{c['eval_diff']:+.2f} nats per cell (independent importance samples, K={args.mc_samples})."
-                        if "eval_diff" in c else ""))
+                     + (f" Seed {_scored_seed(rows, key)}'s scvi-tools model scored by the course's "
+                        f"`get_marginal_ll` minus its own: {c['eval_diff']:+.2f} nats per cell (independent "
+                        f"importance samples, K={args.mc_samples})." if "eval_diff" in c else ""))
         steps = sorted((int(k.rsplit("_", 1)[1]), v) for k, v in c.items() if k.startswith("weights_rel_diff_"))
         if steps:
             lines.append(f"- {key}: trained side by side in float64 from the same weights on the same minibatches and noise "
@@ -372,12 +417,11 @@ def write(rows, args, impls, rounds_done: int, quiet: bool = False) -> None:
                              f"{c[f'control_rel_diff_{n}']:.1e}" for n, _ in steps if f"control_rel_diff_{n}" in c)
                          + " apart at the same steps.")
     if args.quality:
-        seeds = sorted(set.intersection(*(set(fitted_seeds(rows, k, i)) for k in args.quality
-                                          for i in ("sclecture", "scvi-tools"))))
-        lines += ["", f"## Quality ({args.epochs} epochs, KL warm-up {args.epochs // 4}, {len(seeds)} seeds per code "
-                  f"({_ranges(seeds)}), stratified 75/25 split)", "",
-                  "Each fit ran with other fits beside it (how many: the csv's detail column), so fit-call times "
-                  "compare the two codes only roughly; the throughput table times them alone.", "",
+        seeds = {i: sorted({x for k in args.quality for x in fitted_seeds(rows, k, i)}) for i in ("sclecture", "scvi-tools")}
+        lines += ["", f"## Quality ({args.epochs} epochs, KL warm-up {args.epochs // 4}, stratified 75/25 split; seeds: "
+                  + ", ".join(f"{i} {len(v)} ({_ranges(v)})" for i, v in seeds.items()) + ")", "",
+                  "Fit-call times depend on how many fits ran at once (up to the number in the csv's detail column), "
+                  "so they compare the two codes only roughly; the throughput table times them alone.", "",
                   "| data | measure | sclecture | scvi-tools |", "|---|---|---|---|"]
         names = {"fit_s": "fit call (s)", "neg_elbo": "held-out -ELBO per cell",
                  "neg_marginal_ll": f"held-out -log p(x) per cell (K={args.mc_samples})", "ari": "k-means ARI",
@@ -404,7 +448,7 @@ def write(rows, args, impls, rounds_done: int, quiet: bool = False) -> None:
         w = csv.writer(f)
         w.writerow(["dataset", "implementation", "measure", "value", "detail"])
         for r in rows:
-            w.writerow([r[0], r[1], r[2], f"{r[3]:.6g}", r[4]])
+            w.writerow([r[0], r[1], r[2], f"{r[3]:.10g}", r[4]])
     (RESULTS / f"{args.out}.md").write_text("\n".join(lines))
     if not quiet:
         print("\n".join(lines))

@@ -66,7 +66,7 @@ def test_scvi_genes_report_gives_each_rounds_ratio(tmp_path, monkeypatch):
                  (key, "ratio", "speedup_with_dynamo_import", 1.5, "")]
     args = argparse.Namespace(datasets=[key], rounds=2, timing_epochs=20, before=None, quality=[], threads=1,
                               mc_samples=100, out="genes", epochs=100, seeds=[0], jobs=1, resume=False)
-    bench_scvi_genes.write(rows, args, ["sclecture", "scvi-tools"], rounds_done=2, quiet=True)
+    bench_scvi_genes.write(rows, args, ["sclecture", "scvi-tools"], quiet=True)
     md = (tmp_path / "genes.md").read_text()
     assert "| pbmc3k | 2,000 | 6800 | 3250 | **2.10x** | 2.00, 2.20 |" in md
     assert (tmp_path / "genes.csv").exists()
@@ -87,7 +87,7 @@ def test_scvi_genes_resume_runs_only_the_fits_an_earlier_run_lacks(tmp_path, mon
         for impl, seed in fitted:
             for m, v in (("neg_marginal_ll", 1498.0 + seed), ("neg_elbo", 1512.0), ("fit_s", 100.0), ("ari", 0.5),
                          ("nmi", 0.6), ("silhouette", 0.1)):
-                w.writerow([key, impl, m, v, f"seed {seed}, 2 fit(s) at a time"])
+                w.writerow([key, impl, m, v, f"seed {seed}, 400 epochs, K=100, 1 thread(s), up to 2 fit(s) at a time"])
         w.writerow([key, "check", "neg_marginal_ll_diff", 9.9, "derived: recomputed"])
     ran = []
 
@@ -109,27 +109,46 @@ def test_scvi_genes_resume_runs_only_the_fits_an_earlier_run_lacks(tmp_path, mon
     rows = bench_scvi_genes.load_rows("q")
     for impl in ("sclecture", "scvi-tools"):
         assert bench_scvi_genes.fitted_seeds(rows, key, impl) == [0, 1, 2]
-    assert [r[4] for r in rows if r[1] == "scvi-tools" and r[2] == "ari"][-1] == "seed 2, 1 fit(s) at a time"
+    assert [r[4] for r in rows if r[1] == "scvi-tools" and r[2] == "ari"][-1] == \
+        "seed 2, 400 epochs, K=100, 1 thread(s), up to 1 fit(s) at a time"
     assert sum(r[2] == "neg_marginal_ll_diff" for r in rows) == 1 and 9.9 not in [r[3] for r in rows]
-    assert "3 seeds per code (0-2)" in (tmp_path / "q.md").read_text()
+    assert "seeds: sclecture 3 (0-2), scvi-tools 3 (0-2)" in (tmp_path / "q.md").read_text()
     ran.clear()
     bench_scvi_genes.run(args)  # nothing left to do
     assert ran == []
+    args.epochs = 200  # fits of other settings are not pooled with these
+    with pytest.raises(SystemExit, match="other settings"):
+        bench_scvi_genes.run(args)
+    assert ran == []
 
 
-def test_seeds_for_bound_is_the_smallest_count_that_brings_the_upper_end_under_it():
+def test_seeds_for_bound_is_the_smallest_count_that_brings_welchs_upper_end_under_it():
     import bench_scvi_genes
-    from scipy import stats
+
+    def like(sample, n):  # n values with the sample's mean and variance (ddof=1)
+        z = np.linspace(-1.0, 1.0, n)
+        return sample.mean() + (z - z.mean()) / z.std(ddof=1) * sample.std(ddof=1)
 
     rng = np.random.default_rng(1)
+    for a, b in ((rng.normal(0.1, 2.0, 8), rng.normal(0.0, 1.5, 8)),
+                 (np.array([0.0, 0.26, -0.26]), np.array([0.0, 0.001, -0.001]))):  # very unequal spreads
+        text = bench_scvi_genes.seeds_for_bound(a, b, 0.5)
+        n = int(text.split("at about ")[1].split()[0])
+        assert n > max(len(a), len(b))
+        assert bench_scvi.welch_interval(like(a, n), like(b, n))[2] <= 0.5  # the same interval the report gives
+        assert bench_scvi.welch_interval(like(a, n - 1), like(b, n - 1))[2] > 0.5
     a, b = rng.normal(0.1, 2.0, 8), rng.normal(0.0, 1.5, 8)
-    text = bench_scvi_genes.seeds_for_bound(a, b, 0.5)
-    n = int(text.split("at about ")[1].split()[0])
-    d, spread = a.mean() - b.mean(), a.var(ddof=1) + b.var(ddof=1)
-    upper = lambda k: d + stats.t.ppf(0.975, 2 * k - 2) * np.sqrt(spread / k)  # noqa: E731
-    assert upper(n) <= 0.5 < upper(n - 1)
     assert "would not bring" in bench_scvi_genes.seeds_for_bound(a + 5, b, 0.5)
+    assert "more than" in bench_scvi_genes.seeds_for_bound(b + 0.4999, b, 0.5)  # capped, and quickly
     assert bench_scvi_genes._ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8"
+
+
+def test_compile_break_even_counts_the_steps_that_repay_the_compile_time():
+    import bench_scvi_compile
+
+    assert bench_scvi_compile.break_even(10.0, eager_ms=16.0, compiled_ms=14.0) == 5000  # 10 s / 2 ms
+    assert bench_scvi_compile.break_even(10.0, eager_ms=16.0, compiled_ms=17.8) is None  # slower: never
+    assert bench_scvi_compile.break_even(10.0, eager_ms=16.0, compiled_ms=16.0) is None
 
 
 def test_scvi_benchmark_rejects_zero_jobs():
