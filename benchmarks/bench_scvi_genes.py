@@ -330,7 +330,8 @@ def seeds_for_bound(a, b, bound: float) -> str:
     if hi <= bound:
         return f"The upper end is within +{bound} nats."
     if d >= bound:
-        return f"The difference itself is above +{bound} nats, so more seeds would not bring the upper end below it."
+        return (f"The estimated difference ({d:+.2f}) is itself above +{bound} nats: at this estimate more seeds would "
+                f"not bring the upper end below +{bound}, only narrow the interval around it.")
     var_a, var_b = float(np.var(a, ddof=1)), float(np.var(b, ddof=1))
     fits = lambda n: welch_upper(d, var_a, var_b, n, n) <= bound  # noqa: E731  (n seeds for each code)
     low, high = max(len(a), len(b)), max(len(a), len(b), 2)
