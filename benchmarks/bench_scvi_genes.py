@@ -311,15 +311,6 @@ def _ranges(seeds: list[int]) -> str:
     return ", ".join(parts) or "none"
 
 
-def welch_upper(d: float, var_a: float, var_b: float, n_a: int, n_b: int, level: float = 0.95) -> float:
-    """The upper end of ``bench_scvi.welch_interval`` for samples of these sizes, variances and difference."""
-    from scipy import stats
-
-    va, vb = var_a / n_a, var_b / n_b
-    dof = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1)) if va + vb > 0 else float("inf")
-    return d + float(stats.t.ppf(0.5 + level / 2, dof)) * float(np.sqrt(va + vb))
-
-
 MAX_SEEDS = 1_000_000
 
 
@@ -333,7 +324,7 @@ def seeds_for_bound(a, b, bound: float) -> str:
         return (f"The estimated difference ({d:+.2f}) is itself above +{bound} nats: at this estimate more seeds would "
                 f"not bring the upper end below +{bound}, only narrow the interval around it.")
     var_a, var_b = float(np.var(a, ddof=1)), float(np.var(b, ddof=1))
-    fits = lambda n: welch_upper(d, var_a, var_b, n, n) <= bound  # noqa: E731  (n seeds for each code)
+    fits = lambda n: d + bench_scvi.welch_half_width(var_a, var_b, n, n) <= bound  # noqa: E731  (n seeds per code)
     low, high = max(len(a), len(b)), max(len(a), len(b), 2)
     while not fits(high):  # the upper end falls as n grows: double, then halve the gap
         low, high = high, 2 * high
