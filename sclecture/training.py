@@ -105,9 +105,16 @@ def expect_result(holds: bool, claim: str) -> None:
 
 def _as_batchable(array, device: torch.device, dtype: torch.dtype | None):
     """Dense arrays go to the device once; sparse matrices stay on the host as CSR and
-    are densified one minibatch at a time (a data set is never densified as a whole)."""
+    are densified one minibatch at a time, unless the dense array would take no more
+    memory than the CSR (about half the entries nonzero or more): then they go dense."""
     if sp.issparse(array):
-        return sp.csr_matrix(array)
+        csr = sp.csr_matrix(array)
+        itemsize = csr.dtype.itemsize if dtype is None else dtype.itemsize
+        if csr.shape[0] * csr.shape[1] * itemsize > csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes:
+            return csr
+        # taking rows of a dense array is about 10x less work than densifying rows of a CSR matrix
+        t = torch.from_numpy(csr.toarray())
+        return (t if dtype is None else t.to(dtype)).to(device)
     if isinstance(array, torch.Tensor):
         t = array
     else:
@@ -126,9 +133,11 @@ class MinibatchLoader:
     same seed gives the same minibatches. Shuffling matters: data sets often come sorted by cell
     type, and a model that sees one type per minibatch learns nonsense.
 
-    ``nonzero_index=True`` appends to each minibatch, for every sparse array, the flat index
-    (row * n_columns + column) of its nonzero entries, read off the CSR structure: what
-    ``torch.nonzero`` would find in the dense rows, without scanning them.
+    A sparse matrix stays CSR, densified one minibatch at a time, unless it is dense enough
+    (about half its entries nonzero) that a dense copy takes no more memory: then it is
+    stored dense. ``nonzero_index=True`` appends to each minibatch, for every array kept
+    as CSR, the flat index (row * n_columns + column) of its nonzero entries, read off the
+    CSR structure: what ``torch.nonzero`` would find in the dense rows, without scanning them.
     """
 
     def __init__(

@@ -231,9 +231,25 @@ def test_outputs(fitted, sim):
     np.testing.assert_array_equal(e1, e2)  # evaluation is seeded
 
 
-def test_sparse_and_dense_input_give_the_same_model(sim):
-    dense = sim.X.toarray()
+def _spy_nonzero_index(monkeypatch) -> list:
+    """Whether each CountTerms of a fit got its nonzero entries from a CSR matrix (True) or not."""
+    seen = []
+    original = scvi.CountTerms.__init__
+
+    def spy(self, x, nonzero_index=None, table=None):
+        seen.append(nonzero_index is not None)
+        original(self, x, nonzero_index, table)
+
+    monkeypatch.setattr(scvi.CountTerms, "__init__", spy)
+    return seen
+
+
+@pytest.mark.parametrize("thin", [1, 3], ids=["65%-nonzero-stored-dense", "41%-nonzero-kept-csr"])
+def test_sparse_and_dense_input_give_the_same_model(sim, thin, monkeypatch):
+    dense = np.floor(sim.X.toarray() / thin)  # thin=3: fewer nonzero counts, so that the CSR is smaller than dense
+    seen = _spy_nonzero_index(monkeypatch)
     a = scvi.SCVI(epochs=2, progress=False).fit(sp.csr_matrix(dense))
+    assert seen and all(seen) == (thin == 3), "minibatches of a CSR matrix carry its nonzero entries unless stored dense"
     b = scvi.SCVI(epochs=2, progress=False).fit(dense)
     np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-5)
     np.testing.assert_allclose(a.get_latent_representation(), b.get_latent_representation(), rtol=1e-4, atol=1e-5)
@@ -243,7 +259,8 @@ def test_csr_with_explicit_zeros_and_duplicates_trains_like_dense_and_stays_unto
     """The minibatches' nonzero entries come from the CSR structure: stored zeros and duplicate entries must
     not change the model, and the caller's matrix is not modified."""
     monkeypatch.setattr(scvi.CountTerms, "SPARSE_BELOW", 1.0)  # the likelihood uses those entries at any density
-    dense = sim.X.toarray()[:200]
+    seen = _spy_nonzero_index(monkeypatch)
+    dense = np.floor(sim.X.toarray()[:200] / 3)  # 41 % nonzero: the CSR stays CSR in the fit's minibatches
     rows, cols = np.nonzero(dense == 0)
     coo = sp.csr_matrix(dense).tocoo()
     # 50 stored zeros, and the counts >= 2 of the first 20 cells split into two duplicate entries (1 and the rest)
@@ -258,6 +275,7 @@ def test_csr_with_explicit_zeros_and_duplicates_trains_like_dense_and_stays_unto
     messy_copy = messy.copy()
     np.testing.assert_array_equal(messy.toarray(), dense)
     a = scvi.SCVI(epochs=2, progress=False).fit(messy)
+    assert seen and all(seen), "the minibatches' nonzero entries came from the CSR structure"
     b = scvi.SCVI(epochs=2, progress=False).fit(dense)
     np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-5)
     for name in ("data", "indices", "indptr"):

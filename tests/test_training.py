@@ -151,6 +151,34 @@ def test_loader_nonzero_index_matches_the_dense_rows():
     assert len(plain) == 2, "without nonzero_index the minibatch holds the arrays only"
 
 
+def test_loader_stores_a_sparse_matrix_dense_when_that_takes_no_more_memory():
+    """About half nonzero or more, a dense copy is no larger than the CSR: the loader stores it dense (a
+    minibatch is then a copy of rows), gives the same minibatches, and appends no nonzero index for it."""
+    rng = np.random.default_rng(4)
+    full = rng.poisson(3.0, size=(40, 30)).astype(np.float32)  # about 95 % nonzero
+    thin = rng.poisson(0.2, size=(40, 30)).astype(np.float32)  # about 18 %
+    csr = sp.csr_matrix(full)
+    loader = MinibatchLoader((csr, np.arange(40), sp.csr_matrix(thin)), batch_size=16, shuffle=True, seed=5,
+                             nonzero_index=True)
+    stored, _, kept = loader.arrays
+    assert isinstance(stored, torch.Tensor) and stored.dtype == torch.float32 and sp.issparse(kept)
+    assert stored.numel() * stored.element_size() <= csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
+    n = 0
+    for xb, ib, tb, t_nz in loader:  # one nonzero index: the thin matrix's
+        np.testing.assert_array_equal(xb.numpy(), full[ib.numpy()])
+        np.testing.assert_array_equal(tb.numpy(), thin[ib.numpy()])
+        assert torch.equal(t_nz, torch.nonzero(tb.reshape(-1)).squeeze(1))
+        n += 1
+    assert n == 3
+    # the rule weighs the dtype the minibatches will have: 63 % nonzero float64 counts with int32 indices
+    # take 12 bytes per stored entry, 7.6 per cell and gene; dense float32 takes 4, dense float64 8
+    mid = sp.csr_matrix(rng.poisson(1.0, size=(200, 50)).astype(np.float64))
+    assert isinstance(MinibatchLoader(mid, dtype=torch.float32).arrays[0], torch.Tensor)
+    assert sp.issparse(MinibatchLoader(mid, dtype=None).arrays[0])
+    np.testing.assert_array_equal(next(iter(MinibatchLoader(mid, batch_size=200, shuffle=False)))[0].numpy(),
+                                  mid.toarray().astype(np.float32))
+
+
 def test_loader_batches_sparse_rows_without_densifying_everything():
     rng = np.random.default_rng(0)
     dense = rng.poisson(0.3, size=(50, 20)).astype(np.float32)
