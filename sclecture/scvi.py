@@ -162,9 +162,10 @@ def log_factorial_table(*counts, whole: bool = False, dtype: torch.dtype = torch
     values = []
     for c in counts:
         if sp.issparse(c):
-            c = c if getattr(c, "has_canonical_format", False) else sp.csr_matrix(c, copy=True)
-            if not c.has_canonical_format:
-                c.sum_duplicates()  # the entries a minibatch will hold
+            c = sp.csr_matrix(c)
+            if not c.has_canonical_format:  # duplicates summed, on a copy: the entries a minibatch will hold
+                c = c.copy()
+                c.sum_duplicates()
             c = c.data
         values.append(np.asarray(c))
     top = max((float(v.max()) for v in values if v.size), default=0.0)

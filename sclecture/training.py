@@ -104,17 +104,16 @@ def expect_result(holds: bool, claim: str) -> None:
 
 
 def _as_batchable(array, device: torch.device, dtype: torch.dtype | None):
-    """Dense arrays go to the device once; sparse matrices stay on the host as CSR and
-    are densified one minibatch at a time, unless the dense array would take no more
-    memory than the CSR (about half the entries nonzero or more): then they go dense."""
+    """Dense arrays go to the device once. Sparse matrices stay on the host, as CSR densified
+    one minibatch at a time, or dense when that takes no more memory than the CSR (about half
+    the entries nonzero or more): taking rows of a dense array is about 10x less work."""
     if sp.issparse(array):
         csr = sp.csr_matrix(array)
         itemsize = csr.dtype.itemsize if dtype is None else dtype.itemsize
         if csr.shape[0] * csr.shape[1] * itemsize > csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes:
             return csr
-        # taking rows of a dense array is about 10x less work than densifying rows of a CSR matrix
         t = torch.from_numpy(csr.toarray())
-        return (t if dtype is None else t.to(dtype)).to(device)
+        return t if dtype is None else t.to(dtype)
     if isinstance(array, torch.Tensor):
         t = array
     else:
@@ -133,9 +132,9 @@ class MinibatchLoader:
     same seed gives the same minibatches. Shuffling matters: data sets often come sorted by cell
     type, and a model that sees one type per minibatch learns nonsense.
 
-    A sparse matrix stays CSR, densified one minibatch at a time, unless it is dense enough
-    (about half its entries nonzero) that a dense copy takes no more memory: then it is
-    stored dense. ``nonzero_index=True`` appends to each minibatch, for every array kept
+    A sparse matrix stays on the host, as CSR densified one minibatch at a time, or dense
+    when it has so many nonzero entries (about half or more) that a dense copy takes no more
+    memory. ``nonzero_index=True`` appends to each minibatch, for every array kept
     as CSR, the flat index (row * n_columns + column) of its nonzero entries, read off the
     CSR structure: what ``torch.nonzero`` would find in the dense rows, without scanning them.
     """
@@ -189,7 +188,8 @@ class MinibatchLoader:
                 flat = np.repeat(np.arange(rows.shape[0]) * rows.shape[1], np.diff(rows.indptr)) + rows.indices
                 nonzero.append(torch.from_numpy(flat.astype(np.int64)).to(self.device, non_blocking=True))
             return t.to(self.device, non_blocking=True)
-        return array.index_select(0, idx.to(array.device))  # ~2x less CPU than array[idx]
+        rows = array.index_select(0, idx.to(array.device))  # ~2x less CPU than array[idx]
+        return rows.to(self.device, non_blocking=True)  # (rows of sparse input kept dense on the host)
 
     def __iter__(self):
         order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)

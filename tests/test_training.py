@@ -162,6 +162,7 @@ def test_loader_stores_a_sparse_matrix_dense_when_that_takes_no_more_memory():
                              nonzero_index=True)
     stored, _, kept = loader.arrays
     assert isinstance(stored, torch.Tensor) and stored.dtype == torch.float32 and sp.issparse(kept)
+    assert stored.device.type == "cpu"
     assert stored.numel() * stored.element_size() <= csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes
     n = 0
     for xb, ib, tb, t_nz in loader:  # one nonzero index: the thin matrix's
@@ -177,6 +178,22 @@ def test_loader_stores_a_sparse_matrix_dense_when_that_takes_no_more_memory():
     assert sp.issparse(MinibatchLoader(mid, dtype=None).arrays[0])
     np.testing.assert_array_equal(next(iter(MinibatchLoader(mid, batch_size=200, shuffle=False)))[0].numpy(),
                                   mid.toarray().astype(np.float32))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_loader_keeps_sparse_input_on_the_host_and_sends_minibatches_to_the_gpu():
+    rng = np.random.default_rng(6)
+    full = rng.poisson(3.0, size=(40, 30)).astype(np.float32)  # stored dense
+    thin = rng.poisson(0.2, size=(40, 30)).astype(np.float32)  # kept as CSR
+    loader = MinibatchLoader((sp.csr_matrix(full), sp.csr_matrix(thin), np.arange(40)), batch_size=16,
+                             device="cuda", nonzero_index=True)
+    assert loader.arrays[0].device.type == "cpu" and sp.issparse(loader.arrays[1])  # no GPU memory for the data
+    assert loader.arrays[2].device.type == "cuda"  # dense input goes to the device once
+    for xb, tb, ib, t_nz in loader:
+        assert xb.device.type == tb.device.type == t_nz.device.type == "cuda"
+        np.testing.assert_array_equal(xb.cpu().numpy(), full[ib.cpu().numpy()])
+        np.testing.assert_array_equal(tb.cpu().numpy(), thin[ib.cpu().numpy()])
 
 
 def test_loader_batches_sparse_rows_without_densifying_everything():
