@@ -554,7 +554,7 @@ class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True  # sparse counts are densified one minibatch at a time
+        tags.input_tags.sparse = True  # sparse counts: CSR densified one minibatch at a time, or dense if smaller
         tags.input_tags.positive_only = True
         tags.non_deterministic = False  # the same random_state gives the same model
         return tags
@@ -566,7 +566,7 @@ class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
         if np.any(totals <= 0):
             raise ValueError(f"{int(np.sum(totals <= 0))} cell(s) have no counts at all; scVI needs every cell's "
                              "library size: drop them first, e.g. adata = adata[adata.X.sum(axis=1).A1 > 0]")
-        if sp.issparse(X):  # rows are densified one minibatch at a time
+        if sp.issparse(X):  # kept sparse, or dense when that is smaller (see MinibatchLoader)
             X = sp.csr_matrix(X, dtype=np.float32, copy=True)  # a copy: the caller's matrix stays as it was
             X.sum_duplicates()
             X.eliminate_zeros()  # the stored entries are exactly the nonzero counts (MinibatchLoader's nonzero_index)
@@ -649,12 +649,12 @@ class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
 
         stamps: list[float] = []  # when each epoch's first minibatch starts
         # on the CPU the NB / ZINB likelihood works on the nonzero counts (CountTerms), and minibatches of
-        # sparse counts bring their nonzero entries along
+        # sparse counts kept as CSR bring their nonzero entries along
         with_terms = device.type == "cpu" and self.likelihood != "poisson"
         table = log_factorial_table(X, *(val[:1] if val else ()), whole=True) if with_terms else None  # log x!
 
         def loss_fn(module, minibatch, epoch):
-            x, s = minibatch[:2]  # then, for sparse counts on the CPU, the flat index of the nonzero entries
+            x, s = minibatch[:2]  # then, for counts kept as CSR on the CPU, the flat index of the nonzero entries
             terms = CountTerms(x, *minibatch[2:], table=table) if with_terms else None
             if not module.training:  # a validation pass: -ELBO (beta = 1), its draws of z on a forked stream
                 with torch.random.fork_rng(devices=rng_devices):

@@ -103,15 +103,24 @@ def expect_result(holds: bool, claim: str) -> None:
         raise AssertionError(f"the lesson's text says: {claim}; this run disagrees (see the numbers above)")
 
 
+DENSE_COPY_MAX_BYTES = 2**28  # 256 MiB: a larger sparse matrix stays CSR, so training never holds a big second copy
+
+
 def _as_batchable(array, device: torch.device, dtype: torch.dtype | None):
     """Dense arrays go to the device once. Sparse matrices stay on the host, as CSR densified
     one minibatch at a time, or dense when that takes no more memory than the CSR (about half
-    the entries nonzero or more): taking rows of a dense array is about 10x less work."""
+    the entries nonzero or more) and at most ``DENSE_COPY_MAX_BYTES``: taking rows of a dense
+    array is about 10x less work."""
     if sp.issparse(array):
         csr = sp.csr_matrix(array)
-        itemsize = csr.dtype.itemsize if dtype is None else dtype.itemsize
-        if csr.shape[0] * csr.shape[1] * itemsize > csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes:
+        dense_bytes = csr.shape[0] * csr.shape[1] * (csr.dtype.itemsize if dtype is None else dtype.itemsize)
+        if dense_bytes > min(csr.data.nbytes + csr.indices.nbytes + csr.indptr.nbytes, DENSE_COPY_MAX_BYTES):
             return csr
+        if dtype is not None:
+            try:  # densified in the minibatches' dtype: no whole copy in a wider one first
+                csr = csr.astype(torch.empty(0, dtype=dtype).numpy().dtype, copy=False)
+            except (TypeError, ValueError):  # float16, bfloat16: not in scipy.sparse, converted once dense
+                pass
         t = torch.from_numpy(csr.toarray())
         return t if dtype is None else t.to(dtype)
     if isinstance(array, torch.Tensor):
@@ -134,7 +143,7 @@ class MinibatchLoader:
 
     A sparse matrix stays on the host, as CSR densified one minibatch at a time, or dense
     when it has so many nonzero entries (about half or more) that a dense copy takes no more
-    memory. ``nonzero_index=True`` appends to each minibatch, for every array kept
+    memory (up to ``DENSE_COPY_MAX_BYTES``). ``nonzero_index=True`` appends to each minibatch, for every array kept
     as CSR, the flat index (row * n_columns + column) of its nonzero entries, read off the
     CSR structure: what ``torch.nonzero`` would find in the dense rows, without scanning them.
     """
@@ -289,8 +298,8 @@ def train(
     (a staircase decay, say). ``validation`` is another tuple of arrays; its mean losses
     are logged as ``val_<name>`` after every epoch.
 
-    ``nonzero_index``: minibatches carry the nonzero entries of sparse arrays (see
-    :class:`MinibatchLoader`).
+    ``nonzero_index``: minibatches carry the nonzero entries of sparse arrays kept as CSR
+    (see :class:`MinibatchLoader`).
 
     Returns a :class:`History` with per-epoch means (weighted by minibatch size) and the
     loss of every step. The module stays on the chosen device, in eval mode. Logged values

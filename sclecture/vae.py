@@ -325,7 +325,7 @@ class VariationalAutoencoder(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEs
     # -- helpers ---------------------------------------------------------------------
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True  # densified one minibatch at a time
+        tags.input_tags.sparse = True  # CSR densified one minibatch at a time, or dense if smaller
         tags.transformer_tags.preserves_dtype = ["float32"]  # the networks compute in float32
         return tags
 

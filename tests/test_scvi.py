@@ -248,11 +248,11 @@ def _spy_nonzero_index(monkeypatch) -> list:
 def test_sparse_and_dense_input_give_the_same_model(sim, thin, monkeypatch):
     dense = np.floor(sim.X.toarray() / thin)  # thin=3: fewer nonzero counts, so that the CSR is smaller than dense
     seen = _spy_nonzero_index(monkeypatch)
-    a = scvi.SCVI(epochs=2, progress=False).fit(sp.csr_matrix(dense))
-    assert seen and all(seen) == (thin == 3), "minibatches of a CSR matrix carry its nonzero entries unless stored dense"
-    b = scvi.SCVI(epochs=2, progress=False).fit(dense)
-    np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-5)
-    np.testing.assert_allclose(a.get_latent_representation(), b.get_latent_representation(), rtol=1e-4, atol=1e-5)
+    a = scvi.SCVI(epochs=2, progress=False, device="cpu").fit(sp.csr_matrix(dense))
+    assert set(seen) == {thin == 3}, "minibatches of a CSR matrix carry its nonzero entries unless stored dense"
+    b = scvi.SCVI(epochs=2, progress=False, device="cpu").fit(dense)
+    np.testing.assert_array_equal(a.history_["loss"], b.history_["loss"])  # the same numbers, either way
+    np.testing.assert_array_equal(a.get_latent_representation(), b.get_latent_representation())
 
 
 def test_csr_with_explicit_zeros_and_duplicates_trains_like_dense_and_stays_untouched(sim, monkeypatch):
@@ -274,9 +274,9 @@ def test_csr_with_explicit_zeros_and_duplicates_trains_like_dense_and_stays_unto
     assert split.sum() > 0 and messy.nnz == len(v) and not messy.has_canonical_format, "zeros and duplicates stored"
     messy_copy = messy.copy()
     np.testing.assert_array_equal(messy.toarray(), dense)
-    a = scvi.SCVI(epochs=2, progress=False).fit(messy)
-    assert seen and all(seen), "the minibatches' nonzero entries came from the CSR structure"
-    b = scvi.SCVI(epochs=2, progress=False).fit(dense)
+    a = scvi.SCVI(epochs=2, progress=False, device="cpu").fit(messy)
+    assert set(seen) == {True}, "the minibatches' nonzero entries came from the CSR structure"
+    b = scvi.SCVI(epochs=2, progress=False, device="cpu").fit(dense)
     np.testing.assert_allclose(a.history_["loss"], b.history_["loss"], rtol=1e-5)
     for name in ("data", "indices", "indptr"):
         np.testing.assert_array_equal(getattr(messy, name), getattr(messy_copy, name))
@@ -326,7 +326,7 @@ def test_fit_looks_log_x_factorial_up_in_a_table_of_its_data(sim, monkeypatch):
     train, val = sim[300:400], sim[:300]
     top_train, top_val = float(np.max(train.X)), float(np.max(val.X))
     assert 2 ** np.ceil(np.log2(top_train + 1)) <= top_val  # a table of the training counts alone would be too short
-    scvi.SCVI(epochs=1, progress=False).fit(train, validation=val)
+    scvi.SCVI(epochs=1, progress=False, device="cpu").fit(train, validation=val)  # (CountTerms: CPU only)
     assert seen and all(t is not None and top < len(t) for t, top in seen)  # training and validation minibatches
     assert max(top for _, top in seen) == top_val
 

@@ -151,7 +151,7 @@ def test_loader_nonzero_index_matches_the_dense_rows():
     assert len(plain) == 2, "without nonzero_index the minibatch holds the arrays only"
 
 
-def test_loader_stores_a_sparse_matrix_dense_when_that_takes_no_more_memory():
+def test_loader_stores_a_sparse_matrix_dense_when_that_takes_no_more_memory(monkeypatch):
     """About half nonzero or more, a dense copy is no larger than the CSR: the loader stores it dense (a
     minibatch is then a copy of rows), gives the same minibatches, and appends no nonzero index for it."""
     rng = np.random.default_rng(4)
@@ -176,8 +176,16 @@ def test_loader_stores_a_sparse_matrix_dense_when_that_takes_no_more_memory():
     mid = sp.csr_matrix(rng.poisson(1.0, size=(200, 50)).astype(np.float64))
     assert isinstance(MinibatchLoader(mid, dtype=torch.float32).arrays[0], torch.Tensor)
     assert sp.issparse(MinibatchLoader(mid, dtype=None).arrays[0])
-    np.testing.assert_array_equal(next(iter(MinibatchLoader(mid, batch_size=200, shuffle=False)))[0].numpy(),
-                                  mid.toarray().astype(np.float32))
+    first = next(iter(MinibatchLoader(mid, batch_size=200, shuffle=False)))[0]
+    assert first.dtype == torch.float32
+    np.testing.assert_array_equal(first.numpy(), mid.toarray().astype(np.float32))
+    # duplicate entries are summed and stored zeros stay zeros, as when each minibatch was densified
+    messy = sp.coo_matrix((np.r_[1.0, 2.0, 0.0], ([0, 0, 1], [0, 0, 1])), shape=(2, 2))
+    assert isinstance(MinibatchLoader(messy).arrays[0], torch.Tensor)
+    np.testing.assert_array_equal(next(iter(MinibatchLoader(messy, shuffle=False)))[0].numpy(), [[3, 0], [0, 0]])
+    # above DENSE_COPY_MAX_BYTES a dense-enough matrix stays CSR: training never holds a big second copy
+    monkeypatch.setattr(sclecture.training, "DENSE_COPY_MAX_BYTES", csr.shape[0] * csr.shape[1] * 4 - 1)
+    assert sp.issparse(MinibatchLoader(csr).arrays[0])
 
 
 @pytest.mark.gpu
