@@ -231,13 +231,13 @@ def test_outputs(fitted, sim):
     np.testing.assert_array_equal(e1, e2)  # evaluation is seeded
 
 
-def _spy_nonzero_index(monkeypatch) -> list:
-    """Whether each CountTerms of a fit got its nonzero entries from a CSR matrix (True) or not."""
+def _spy_count_terms(monkeypatch, record) -> list:
+    """``record(x, nonzero_index, table)`` for every CountTerms a fit builds, in a list."""
     seen = []
     original = scvi.CountTerms.__init__
 
     def spy(self, x, nonzero_index=None, table=None):
-        seen.append(nonzero_index is not None)
+        seen.append(record(x, nonzero_index, table))
         original(self, x, nonzero_index, table)
 
     monkeypatch.setattr(scvi.CountTerms, "__init__", spy)
@@ -247,7 +247,7 @@ def _spy_nonzero_index(monkeypatch) -> list:
 @pytest.mark.parametrize("thin", [1, 3], ids=["65%-nonzero-stored-dense", "41%-nonzero-kept-csr"])
 def test_sparse_and_dense_input_give_the_same_model(sim, thin, monkeypatch):
     dense = np.floor(sim.X.toarray() / thin)  # thin=3: fewer nonzero counts, so that the CSR is smaller than dense
-    seen = _spy_nonzero_index(monkeypatch)
+    seen = _spy_count_terms(monkeypatch, lambda x, index, table: index is not None)  # from a CSR matrix?
     a = scvi.SCVI(epochs=2, progress=False, device="cpu").fit(sp.csr_matrix(dense))
     assert set(seen) == {thin == 3}, "minibatches of a CSR matrix carry its nonzero entries unless stored dense"
     b = scvi.SCVI(epochs=2, progress=False, device="cpu").fit(dense)
@@ -259,7 +259,7 @@ def test_csr_with_explicit_zeros_and_duplicates_trains_like_dense_and_stays_unto
     """The minibatches' nonzero entries come from the CSR structure: stored zeros and duplicate entries must
     not change the model, and the caller's matrix is not modified."""
     monkeypatch.setattr(scvi.CountTerms, "SPARSE_BELOW", 1.0)  # the likelihood uses those entries at any density
-    seen = _spy_nonzero_index(monkeypatch)
+    seen = _spy_count_terms(monkeypatch, lambda x, index, table: index is not None)  # from a CSR matrix?
     dense = np.floor(sim.X.toarray()[:200] / 3)  # 41 % nonzero: the CSR stays CSR in the fit's minibatches
     rows, cols = np.nonzero(dense == 0)
     coo = sp.csr_matrix(dense).tocoo()
@@ -315,14 +315,7 @@ def test_log_factorial_table_of_the_data_covers_every_count_once_checked():
 
 
 def test_fit_looks_log_x_factorial_up_in_a_table_of_its_data(sim, monkeypatch):
-    seen = []
-    original = scvi.CountTerms.__init__
-
-    def spy(self, x, nonzero_index=None, table=None):
-        seen.append((table, float(x.max())))
-        original(self, x, nonzero_index, table)
-
-    monkeypatch.setattr(scvi.CountTerms, "__init__", spy)
+    seen = _spy_count_terms(monkeypatch, lambda x, index, table: (table, float(x.max())))
     train, val = sim[300:400], sim[:300]
     top_train, top_val = float(np.max(train.X)), float(np.max(val.X))
     assert 2 ** np.ceil(np.log2(top_train + 1)) <= top_val  # a table of the training counts alone would be too short
