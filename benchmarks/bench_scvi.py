@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import top_variance_genes  # noqa: E402
+from common import top_variance_genes, welch_half_width, welch_interval  # noqa: E402,F401  (the Welch maths, for bench_scvi_genes too)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -324,24 +324,6 @@ def _trajectory(train_adata, steps, batch_size, kl_weight, report_at, control, d
     out["loss_rel_diff_last"] = abs(loss_peer.item() - loss_course.item()) / abs(loss_peer.item())
     out["steps"] = steps
     return out
-
-
-def welch_half_width(var_a: float, var_b: float, n_a: int, n_b: int, level: float = 0.95) -> float:
-    """Half the width of Welch's confidence interval for samples of these variances (ddof=1) and sizes."""
-    from scipy import stats
-
-    va, vb = var_a / n_a, var_b / n_b
-    se = float(np.sqrt(va + vb))
-    dof = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1)) if se > 0 else float("inf")
-    return float(stats.t.ppf(0.5 + level / 2, dof)) * se
-
-
-def welch_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
-    """mean(a) - mean(b) and its Welch confidence interval (unequal variances)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    half = welch_half_width(a.var(ddof=1), b.var(ddof=1), len(a), len(b), level)
-    d = float(a.mean() - b.mean())
-    return d, d - half, d + half
 
 
 def likelihood_verdict(d: float, lo: float, hi: float) -> str:

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -47,8 +49,6 @@ def median(xs):
 def top_variance_genes(adata, n_genes: int):
     """``adata`` restricted to its ``n_genes`` genes of largest raw-count variance, in their original order
     (the selection of the scVI benchmarks, as the scVI paper's CORTEX)."""
-    import numpy as np
-
     X = adata.X
     mean = np.asarray(X.mean(axis=0)).ravel()
     var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean**2
@@ -122,3 +122,21 @@ def write_table(name: str, title: str, rows: list[dict], notes: str = "") -> Pat
     md.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return md
+
+
+def welch_half_width(var_a: float, var_b: float, n_a: int, n_b: int, level: float = 0.95) -> float:
+    """Half the width of Welch's confidence interval for samples of these variances (ddof=1) and sizes."""
+    from scipy import stats
+
+    va, vb = var_a / n_a, var_b / n_b
+    se = float(np.sqrt(va + vb))
+    dof = (va + vb) ** 2 / (va**2 / (n_a - 1) + vb**2 / (n_b - 1)) if se > 0 else float("inf")
+    return float(stats.t.ppf(0.5 + level / 2, dof)) * se
+
+
+def welch_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
+    """mean(a) - mean(b) and its Welch confidence interval (unequal variances)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    half = welch_half_width(a.var(ddof=1), b.var(ddof=1), len(a), len(b), level)
+    d = float(a.mean() - b.mean())
+    return d, d - half, d + half

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS  # noqa: E402
+from common import RESULTS, welch_interval  # noqa: E402
 
 
 _OUT = [RESULTS]  # where main() writes
@@ -130,13 +130,82 @@ def plot_machine(df: pd.DataFrame) -> Path:
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(d) + 1.2))
     ax.barh(labels, d["% of peak"].astype(float), color="tab:blue")
     ax.invert_yaxis()
+    ax.axvline(40, color="tab:red", ls="--", lw=1, label="goal for scVI's step")
     ax.set_xlim(0, 100)
     ax.set_xlabel("% of float32 matmul peak (from layer sizes)")
+    ax.legend(fontsize=7, loc="lower right")
     return _save(fig, "machine")
 
 
+GOALS = {"speedup": {"zeisel_cortex-558": 2.5, "pbmc3k-2000": 2.0, "pbmc3k-4000": 2.0},  # the README's goals for scVI
+         "likelihood_bound": 0.5}
+
+
+def plot_scvi_genes_idle(df: pd.DataFrame) -> Path:
+    """Training throughput against scvi-tools by gene count: every round, its median, the code before, the goal."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    names = list(dict.fromkeys(df.loc[df["measure"] == "speedup", "dataset"]))
+    for k, name in enumerate(names):
+        for measure, color, dx, label in (("speedup_before", "0.6", -0.12, "the code before, same rounds"),
+                                          ("speedup", "tab:blue", 0.12, "this code, each round")):
+            v = df[(df["dataset"] == name) & (df["measure"] == measure)]["value"].to_numpy(float)
+            ax.scatter(np.full(len(v), k + dx), v, s=16, color=color, zorder=3, label=label if k == 0 else None)
+            if len(v):
+                ax.hlines(np.median(v), k + dx - 0.1, k + dx + 0.1, color="k", lw=1.5)
+        goal = GOALS["speedup"].get(name)
+        if goal is not None:
+            ax.hlines(goal, k - 0.35, k + 0.35, color="tab:red", ls="--", lw=1, label="goal" if k == 0 else None)
+    ax.set_xticks(range(len(names)), [n.replace("-", "\n") + " genes" for n in names], fontsize=8)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("training throughput / scvi-tools'", fontsize=8)
+    ax.set_title("scVI fit call, 20 epochs, 1 thread, fresh processes (bar: median)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, "scvi_genes_idle")
+
+
+def running_welch(a: dict, b: dict) -> list[tuple[int, float, float, float]]:
+    """(seeds per code, difference, low, high) of Welch's 95 % interval for mean(a) - mean(b), adding seeds in
+    order: ``a`` and ``b`` map seed -> value; the k-th point uses the first k seeds of each (k >= 3)."""
+    sa, sb = sorted(a), sorted(b)
+    return [(k, *welch_interval([a[s] for s in sa[:k]], [b[s] for s in sb[:k]]))
+            for k in range(3, min(len(sa), len(sb)) + 1)]
+
+
+def plot_scvi_genes_quality(df: pd.DataFrame) -> Path:
+    """Held-out -log p(x) of every seed of both codes, and the interval for their difference as seeds were added."""
+    d = df[df["measure"] == "neg_marginal_ll"].copy()
+    d["seed"] = d["detail"].str.extract(r"seed (\d+)", expand=False).astype(int)
+    d["settings"] = d["detail"].str.extract(r"(\d+ epochs, K=\d+, \d+ thread)", expand=False)  # what decides a fit
+    settings = d["settings"].value_counts().index[0]  # fits made with other settings are not pooled
+    d = d[d["settings"] == settings]
+    by_code = {impl: dict(zip(g["seed"], g["value"].astype(float))) for impl, g in d.groupby("implementation")}
+    course, peer = by_code["sclecture"], by_code["scvi-tools"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4), gridspec_kw={"width_ratios": [1, 2]})
+    for k, (impl, values) in enumerate((("sclecture", course), ("scvi-tools", peer))):
+        v = np.array(list(values.values()))
+        left.scatter(np.full(len(v), k) + np.linspace(-0.2, 0.2, len(v)), v, s=8,
+                     color="tab:blue" if k == 0 else "0.6", zorder=3)
+        left.hlines(v.mean(), k - 0.3, k + 0.3, color="k", lw=1.5)
+    left.set_xticks([0, 1], [f"sclecture\n{len(course)} seeds", f"scvi-tools\n{len(peer)} seeds"], fontsize=8)
+    left.set_xlim(-0.6, 1.6)
+    left.set_ylabel("held-out -log p(x), nats per cell", fontsize=8)
+    left.set_title("every seed (bar: mean)", fontsize=9)
+    run = np.array(running_welch(course, peer))
+    right.fill_between(run[:, 0], run[:, 2], run[:, 3], color="tab:blue", alpha=0.25, label="95 % interval (Welch)")
+    right.plot(run[:, 0], run[:, 1], color="tab:blue", lw=1.5, label="difference of the means")
+    right.axhline(0, color="k", lw=0.8)
+    right.axhline(GOALS["likelihood_bound"], color="tab:red", ls="--", lw=1, label="goal: upper end below this")
+    right.set_xlabel("seeds per code (in seed order)", fontsize=8)
+    right.set_ylabel("sclecture minus scvi-tools, nats", fontsize=8)
+    right.set_title(f"the difference as seeds were added ({settings} per fit)", fontsize=9)
+    right.legend(fontsize=7)
+    return _save(fig, "scvi_genes_quality")
+
+
 PLOTS = {"notebooks": plot_notebooks, "scaling": plot_scaling, "actinn": plot_actinn,
-         "factor": plot_factor, "scvi": plot_scvi, "machine": plot_machine}
+         "factor": plot_factor, "scvi": plot_scvi, "machine": plot_machine,
+         "scvi_genes_idle": plot_scvi_genes_idle, "scvi_genes_quality": plot_scvi_genes_quality}
 
 
 def main(results: Path = RESULTS) -> list[Path]:
