@@ -190,3 +190,10 @@ def test_machine_profile_sorts_an_scvi_epoch_into_its_categories():
     assert set(cats) == set(bench_machine.CATEGORIES) and wall > 0 and gflops > 0
     assert cats["minibatch: take rows / densify CSR"] > 0, "the labelled loader ran"
     assert bench_machine.training.MinibatchLoader._take.__name__ == "_take", "the loader is restored"
+
+
+def test_bench_threads_measures_each_wait_policy_in_a_process_that_loaded_torch_under_it():
+    import bench_threads
+
+    for policy in (None, "PASSIVE"):  # None: unset, so that GNU OpenMP keeps its default
+        assert bench_threads.measure("scVI", 1, policy, busy=False) > 0  # the worker reports what it ran under
