@@ -68,7 +68,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_scvi  # noqa: E402  (Course, Peer, module_check, copy_peer_weights, welch_interval)
-from common import top_variance_genes  # noqa: E402
+from common import SETTINGS, top_variance_genes  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -185,9 +185,6 @@ def _derived(row) -> bool:
 def fitted_seeds(rows, key: str, impl: str) -> list[int]:
     seeds = {_seed_of(r[4]) for r in rows if r[0] == key and r[1] == impl and r[2] == "neg_marginal_ll"}
     return sorted(s for s in seeds if s is not None)
-
-
-SETTINGS = re.compile(r"(\d+) epochs, K=(\d+), (\d+) thread")
 
 
 def fit_settings(args) -> str:

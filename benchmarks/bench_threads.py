@@ -108,12 +108,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if "--worker" in sys.argv:  # the policy must be in place before torch loads OpenMP
-        import common  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE unless set)
-
-        if os.environ.get("SCLECTURE_BENCH_POLICY") is not None:
-            if os.environ["SCLECTURE_BENCH_POLICY"]:
-                os.environ["OMP_WAIT_POLICY"] = os.environ["SCLECTURE_BENCH_POLICY"]
-            else:
-                os.environ.pop("OMP_WAIT_POLICY", None)
+    if "--worker" in sys.argv:  # the policy must be in place before torch loads OpenMP ("": unset)
+        if os.environ.get("SCLECTURE_BENCH_POLICY"):
+            os.environ["OMP_WAIT_POLICY"] = os.environ["SCLECTURE_BENCH_POLICY"]
+        elif "SCLECTURE_BENCH_POLICY" in os.environ:
+            os.environ.pop("OMP_WAIT_POLICY", None)
     main()

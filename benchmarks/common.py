@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import platform
 import statistics
 import subprocess
@@ -16,6 +17,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+# what decides a full scVI fit's numbers, as its rows record it (bench_scvi_genes.fit_settings)
+SETTINGS = re.compile(r"(\d+) epochs, K=(\d+), (\d+) thread")
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, welch_interval  # noqa: E402
+from common import RESULTS, SETTINGS, welch_interval  # noqa: E402
 
 
 _OUT = [RESULTS]  # where main() writes
@@ -176,7 +176,7 @@ def plot_scvi_genes_quality(df: pd.DataFrame) -> Path:
     """Held-out -log p(x) of every seed of both codes, and the interval for their difference as seeds were added."""
     d = df[df["measure"] == "neg_marginal_ll"].copy()
     d["seed"] = d["detail"].str.extract(r"seed (\d+)", expand=False).astype(int)
-    d["settings"] = d["detail"].str.extract(r"(\d+ epochs, K=\d+, \d+ thread)", expand=False)  # what decides a fit
+    d["settings"] = d["detail"].map(lambda s: SETTINGS.search(s).group(0))
     settings = d["settings"].value_counts().index[0]  # fits made with other settings are not pooled
     d = d[d["settings"] == settings]
     by_code = {impl: dict(zip(g["seed"], g["value"].astype(float))) for impl, g in d.groupby("implementation")}
