@@ -124,7 +124,8 @@ def scvi_loss(log_px, qz_mu, qz_var, epoch: int, n_epochs_kl_warmup: int | None)
 # and x log(...) = 0, so for mostly-zero counts lgamma, digamma and log(mu) run on the
 # nonzero counts only; lgamma(x + 1) depends on the data alone and is computed once per
 # minibatch, outside autograd; terms of theta alone are n_genes values; the gradients are
-# written out, so that autograd keeps a few tensors instead of every intermediate.
+# written out, so that autograd keeps a few tensors instead of every intermediate, and their
+# temporaries are updated in place (a fresh cells x genes tensor costs more than its arithmetic).
 # tests/test_scvi.py checks values and gradients against the plain formulas.
 # ---------------------------------------------------------------------------------------
 
@@ -133,11 +134,14 @@ def _digamma_above_one(z: torch.Tensor) -> torch.Tensor:
     scalar loop: psi(z) = psi(z + 3) - 1/z - 1/(z + 1) - 1/(z + 2), then the asymptotic series of psi(w) for
     w = z + 3 >= 4 (truncation error below 2e-9)."""
     w = z + 3
-    shift = torch.reciprocal(z).add_(torch.reciprocal(z + 1)).add_(torch.reciprocal(z + 2))
-    iw2 = torch.reciprocal(w * w)
-    # psi(w) = log w - 1/(2w) - 1/(12 w^2) + 1/(120 w^4) - 1/(252 w^6) + 1/(240 w^8) - 1/(132 w^10)
-    series = iw2 * (1 / 12 - iw2 * (1 / 120 - iw2 * (1 / 252 - iw2 * (1 / 240 - iw2 * (1 / 132)))))
-    return torch.log(w) - 0.5 / w - series - shift
+    shift = torch.reciprocal(z).add_((z + 1).reciprocal_()).add_((z + 2).reciprocal_())
+    iw2 = (w * w).reciprocal_()
+    # psi(w) = log w - 1/(2w) - 1/(12 w^2) + 1/(120 w^4) - 1/(252 w^6) + 1/(240 w^8) - 1/(132 w^10),
+    # the series iw2 (1/12 - iw2 (1/120 - iw2 (1/252 - iw2 (1/240 - iw2 / 132)))) evaluated from the inside
+    series = iw2 * (1 / 132)
+    for c in (1 / 240, 1 / 252, 1 / 120, 1 / 12):
+        series.neg_().add_(c).mul_(iw2)
+    return torch.log(w).sub_(w.reciprocal_().mul_(0.5)).sub_(series).sub_(shift)
 
 
 _LOG_FACTORIALS: dict = {}
@@ -206,7 +210,7 @@ class CountTerms:
     def __init__(self, x: torch.Tensor, nonzero_index: torch.Tensor | None = None, table: torch.Tensor | None = None):
         x2 = x.reshape(-1, x.shape[-1])
         self.shape = x2.shape
-        self.zero = 1 - torch.sign(x2)  # 1[x_ng = 0] (counts are >= 0)
+        self.zero = torch.sign(x2).neg_().add_(1)  # 1[x_ng = 0] (counts are >= 0)
         n_nonzero = x2.numel() - int(self.zero.sum()) if nonzero_index is None else nonzero_index.numel()
         self.sparse = n_nonzero <= self.SPARSE_BELOW * x2.numel()
         if self.sparse:
@@ -268,14 +272,15 @@ class _ZINBLogLik(torch.autograd.Function):
         if pi_logits is not None:
             eta = pi_logits
             # where x = 0: logaddexp(eta, log NB(0)) = log(pi + (1 - pi) NB(0)) + softplus(eta)
-            dense = torch.lerp(nb0, torch.logaddexp(eta, nb0), terms.zero).sub_(F.softplus(eta))
+            both = torch.logaddexp(eta, nb0)
+            dense = torch.lerp(nb0, both, terms.zero, out=both).sub_(F.softplus(eta))  # written over `both`
         else:
             dense = nb0
         # where x > 0: lgamma(x + theta) - lgamma(theta) - lgamma(x + 1) + x (log mu - log theta - sp)
         # (for denser counts these run on every entry, and are 0 where x = 0)
         x, th, mu_k = terms.x, terms.take_genes(theta), terms.take(mu)
-        log_r = torch.log(mu_k.clamp_min(tiny)) - terms.take_genes(torch.log(theta.clamp_min(tiny)))
-        kept = (torch.lgamma(x + th) - terms.log_x_fact).add_(x * (log_r - terms.take(sp)))
+        log_r = mu_k.clamp_min(tiny).log_().sub_(terms.take_genes(torch.log(theta.clamp_min(tiny))))
+        kept = (x + th).lgamma_().sub_(terms.log_x_fact).add_(log_r.sub_(terms.take(sp)).mul_(x))
         if terms.sparse:  # - lgamma(theta_g) at each nonzero entry
             out = dense.sum(1) + terms.cell_sums(kept.sub_(terms.take_genes(torch.lgamma(theta))))
         else:  # every entry is kept, so - sum_g lgamma(theta_g) once
@@ -296,29 +301,29 @@ class _ZINBLogLik(torch.autograd.Function):
         else:
             theta, r, sp, mu_k = ctx.saved_tensors
         go = grad_out.reshape(n, 1)
-        q = torch.reciprocal(r + 1)  # theta / (theta + mu)
+        q = (r + 1).reciprocal_()  # theta / (theta + mu)
         g_eta = None
         if ctx.zi:
             # where x = 0, the NB part's share of p(x = 0) is w = sigmoid(log NB(0) - eta); b = 1[x = 0] (1 - w)
-            b = torch.sigmoid(eta - nb0).mul_(terms.zero)
+            b = (eta - nb0).sigmoid_().mul_(terms.zero)
             g_eta = torch.sigmoid(eta).neg_().add_(b).mul_(go)  # d/d eta = 1[x = 0] (1 - w) - sigmoid(eta)
             wg = b.sub_(1).mul_(go)  # minus d/d log NB(0): -w where x = 0, -1 where x > 0
         else:
             wg = go.neg().expand(n, g)
         # log NB(0) = -theta sp:  d/d mu = -q,  d/d theta = 1 - q - sp = r q - sp
-        g_mu = q * wg
         g_theta = torch.addcmul(sp, r, q, value=-1).mul_(wg).sum(0)
+        g_mu = wg.mul_(q) if ctx.zi else q * wg  # (without zero inflation, wg is -grad_out spread over the genes)
         # where x > 0: d/d mu = x (1 / mu - q / theta),  d/d theta = digamma(x + theta) - digamma(theta) - x q / theta
         x, th = terms.x, terms.take_genes(theta)
         gk = grad_out.index_select(0, terms.rows) if terms.sparse else go
-        xq_t = x * terms.take(q) / th
-        terms.add_into(g_mu, gk * (x / mu_k.clamp_min(torch.finfo(mu_k.dtype).tiny) - xq_t))
+        xq_t = (x * terms.take(q)).div_(th)
+        terms.add_into(g_mu, (x / mu_k.clamp_min(torch.finfo(mu_k.dtype).tiny)).sub_(xq_t).mul_(gk))
         if terms.sparse:  # x >= 1 here
             dig = _digamma_above_one(x + th).sub_(terms.take_genes(torch.digamma(theta)))
-            g_theta += terms.gene_sums(gk * (dig - xq_t))
+            g_theta += terms.gene_sums(dig.sub_(xq_t).mul_(gk))
         else:  # where x = 0: digamma(theta) = digamma(theta + 1) - 1 / theta
-            dig = torch.addcdiv(_digamma_above_one(x + th + terms.zero), terms.zero, th.expand(n, g), value=-1)
-            g_theta += terms.gene_sums(gk * (dig - xq_t))
+            dig = _digamma_above_one((x + th).add_(terms.zero)).addcdiv_(terms.zero, th.expand(n, g), value=-1)
+            g_theta += terms.gene_sums(dig.sub_(xq_t).mul_(gk))
             g_theta -= torch.digamma(theta) * grad_out.sum()
         return g_mu, g_theta, g_eta, None
 

@@ -122,6 +122,27 @@ def test_fast_likelihood_matches_the_plain_formulas(zero_inflated, shape, sparse
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"d/d {name}: {m}")
 
 
+@pytest.mark.parametrize("zero_inflated", [True, False])
+@pytest.mark.parametrize("sparse_below", [1.0, 0.0], ids=["nonzero-entries", "dense"])
+def test_fast_likelihood_updates_only_its_own_temporaries(zero_inflated, sparse_below, monkeypatch):
+    """The likelihood updates its temporaries in place: its inputs, the counts and what it saved for backward
+    stay as they were, so a second backward through the same graph gives the same gradients."""
+    monkeypatch.setattr(scvi.CountTerms, "SPARSE_BELOW", sparse_below)
+    x, mu, theta, eta = _likelihood_inputs(7, (12, 30))
+    args = [mu.requires_grad_(), theta.requires_grad_()] + ([eta.requires_grad_()] if zero_inflated else [])
+    before = [t.detach().clone() for t in (x, *args)]
+    terms = scvi.CountTerms(x)
+    kept_x = terms.x.clone()
+    out = scvi.zinb_log_likelihood(x, mu, theta, eta if zero_inflated else None, terms=terms).sum()
+    first = torch.autograd.grad(out, args, retain_graph=True)
+    second = torch.autograd.grad(out, args)
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for t, b in zip((x, *args), before):
+        torch.testing.assert_close(t.detach(), b, rtol=0, atol=0)
+    torch.testing.assert_close(terms.x, kept_x, rtol=0, atol=0)
+
+
 def test_fast_likelihood_gradcheck_and_float32():
     x, mu, theta, eta = _likelihood_inputs(5, (4, 7))
     theta = theta.clamp(1e-2, 1e2)  # finite differences need moderate theta
