@@ -197,3 +197,29 @@ def test_bench_threads_measures_each_wait_policy_in_a_process_that_loaded_torch_
 
     for policy in (None, "PASSIVE"):  # None: unset, so that GNU OpenMP keeps its default
         assert bench_threads.measure("scVI", 1, policy, busy=False) > 0  # the worker reports what it ran under
+
+
+def test_bench_likelihood_times_both_packages_and_tells_a_change_of_arithmetic(tmp_path):
+    """An unchanged copy of the package trains bitwise alike; one whose encoder variance floor differs does not."""
+    import shutil
+
+    import bench_likelihood
+
+    rng = np.random.default_rng(0)
+    X = rng.poisson(0.8, size=(300, 40)).astype(np.float32)
+    X[:, 0] += 1
+    same_copy, changed_copy = tmp_path / "same", tmp_path / "changed"
+    for folder in (same_copy, changed_copy):
+        shutil.copytree(ROOT / "sclecture", folder / "sclecture", ignore=shutil.ignore_patterns("__pycache__"))
+    scvi_py = changed_copy / "sclecture" / "scvi.py"
+    text = scvi_py.read_text()
+    assert text.count("var_eps = 1e-4") == 1
+    scvi_py.write_text(text.replace("var_eps = 1e-4", "var_eps = 2e-4"))
+
+    res = bench_likelihood.measure(bench_likelihood.load_package(same_copy, "sclecture_same"), X, rounds=2, calls=3)
+    assert res["same"] is True
+    for cache in ("hot", "flushed"):
+        before, now, ratios = res[cache]
+        assert before > 0 and now > 0 and len(ratios) == 2
+    changed = bench_likelihood.load_package(changed_copy, "sclecture_changed")
+    assert bench_likelihood.same_arithmetic(changed, X) is False
