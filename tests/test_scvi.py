@@ -132,7 +132,7 @@ def test_fast_likelihood_updates_only_its_own_temporaries(zero_inflated, sparse_
     args = [mu.requires_grad_(), theta.requires_grad_()] + ([eta.requires_grad_()] if zero_inflated else [])
     before = [t.detach().clone() for t in (x, *args)]
     terms = scvi.CountTerms(x)
-    kept_x = terms.x.clone()
+    kept = [t.clone() for t in (terms.x, terms.zero, terms.log_x_fact)]
     out = scvi.zinb_log_likelihood(x, mu, theta, eta if zero_inflated else None, terms=terms).sum()
     first = torch.autograd.grad(out, args, retain_graph=True)
     second = torch.autograd.grad(out, args)
@@ -140,7 +140,8 @@ def test_fast_likelihood_updates_only_its_own_temporaries(zero_inflated, sparse_
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for t, b in zip((x, *args), before):
         torch.testing.assert_close(t.detach(), b, rtol=0, atol=0)
-    torch.testing.assert_close(terms.x, kept_x, rtol=0, atol=0)
+    for t, b in zip((terms.x, terms.zero, terms.log_x_fact), kept):
+        torch.testing.assert_close(t, b, rtol=0, atol=0)
 
 
 def test_fast_likelihood_gradcheck_and_float32():
