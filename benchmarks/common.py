@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import platform
+import re
 import statistics
 import subprocess
 import sys
