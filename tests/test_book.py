@@ -69,6 +69,12 @@ def _pages(site: Path) -> list[Path]:
     return sorted(site.rglob("*.html"))
 
 
+def _redirect(page: Path) -> str | None:
+    """Where a page's <meta http-equiv="Refresh"> sends the browser, if it has one (the landing page does)."""
+    found = re.search(r'http-equiv="Refresh" content="\d+; url=([^"]+)"', page.read_text(encoding="utf-8"), re.I)
+    return found.group(1) if found else None
+
+
 # ------------------------------------------------------------------------- the scan
 def _normalise(text: str) -> str:
     return " ".join(text.split())
@@ -190,9 +196,9 @@ def test_every_local_link_and_image_resolves_to_a_file(site):
             target = value.split("#")[0].split("?")[0]
             if target and not (page.parent / target).resolve().is_file() and not (page.parent / target / "index.html").is_file():
                 broken.append(f"{page.relative_to(site)}: <{tag} {attr}={value!r}>")
-    refresh = re.search(r'url=([^"]+)"', (site / "index.html").read_text(encoding="utf-8"))
-    if refresh and not (site / refresh.group(1)).is_file():
-        broken.append(f"index.html redirects to a missing {refresh.group(1)}")
+    refresh = _redirect(site / "index.html")
+    if refresh and not (site / refresh).is_file():
+        broken.append(f"index.html redirects to a missing {refresh}")
     assert not broken, "broken local links:\n" + "\n".join(broken[:30])
 
 
@@ -268,8 +274,20 @@ def served(site):
     server.server_close()
 
 
-def _open(driver, base: str, page: str) -> dict:
+def _open(driver, base: str, page: str, redirect: str | None = None) -> dict:
+    """Open a page and read its state once it has loaded, typeset and settled. A page that redirects
+    is read where it lands: a navigation while the script waits would lose its answer (a script timeout)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
     driver.get(base + page)
+    if redirect:
+        target = base + redirect
+        try:
+            WebDriverWait(driver, 30).until(lambda d: d.current_url == target
+                                            and d.execute_script("return document.readyState") == "complete")
+        except TimeoutException:
+            pytest.fail(f"{page} should redirect to {redirect}; after 30 s the browser is at {driver.current_url}")
     state = driver.execute_async_script(PAGE_STATE)
     assert "failed" not in state, f"{page}: MathJax failed: {state.get('failed')}"
     problems = [e["message"] for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
@@ -283,8 +301,9 @@ def _open(driver, base: str, page: str) -> dict:
 def test_every_page_opens_in_a_browser_with_maths_and_figures(site, served, driver):
     pages = [p.relative_to(site).as_posix() for p in _pages(site)]
     assert len(pages) >= 4, pages
+    assert _redirect(site / "index.html"), "index.html should send the reader on to the course's first page"
     for page in pages:
-        state = _open(driver, served, page)
+        state = _open(driver, served, page, _redirect(site / page))
         assert state["typeset"] == state["maths"] and not state["errors"], (
             f"{page}: MathJax typeset {state['typeset']} of {state['maths']} formulas, {state['errors']} errors")
     lesson = f"lessons/{LESSON}.html"
