@@ -72,6 +72,32 @@ def test_scvi_genes_report_gives_each_rounds_ratio(tmp_path, monkeypatch):
     assert (tmp_path / "genes.csv").exists()
 
 
+def test_scvi_genes_report_states_the_likelihood_intervals_welch_gives(tmp_path, monkeypatch):
+    import argparse
+
+    import bench_scvi_genes
+
+    monkeypatch.setattr(bench_scvi_genes, "RESULTS", tmp_path)
+    key, rng = "pbmc3k-2000", np.random.default_rng(3)
+    ours, peer = rng.normal(1499.0, 2.4, 40), rng.normal(1498.8, 2.3, 41)
+    rows = [(key, "check", "loss_rel_diff", 0.0, ""), (key, "check", "grad_rel_diff", 1e-7, "")]
+    rows += [(key, impl, "neg_marginal_ll", v, f"seed {i}") for impl, vs in (("sclecture", ours), ("scvi-tools", peer))
+             for i, v in enumerate(vs)]
+    rows += [(key, impl, m, v + 14.0 if m == "neg_elbo" else 0.5, f"seed {i}") for impl, vs in
+             (("sclecture", ours), ("scvi-tools", peer)) for i, v in enumerate(vs)
+             for m in ("neg_elbo", "fit_s", "ari", "nmi", "silhouette")]
+    args = argparse.Namespace(datasets=[key], rounds=0, timing_epochs=20, before=None, quality=[key], threads=1,
+                              mc_samples=100, out="q", epochs=400, seeds=[0], jobs=1, resume=False)
+    bench_scvi_genes.write(rows, args, ["sclecture", "scvi-tools"], quiet=True)
+    line = next(x for x in (tmp_path / "q.md").read_text().splitlines() if x.startswith(f"- {key}, held-out -log p(x)"))
+    d, lo, hi = bench_scvi.welch_interval(ours, peer)
+    _, lo99, hi99 = bench_scvi.welch_interval(ours, peer, level=0.99)
+    assert lo99 < lo < d < hi < hi99
+    assert f"{d:+.2f}, 95 % CI [{lo:+.2f}, {hi:+.2f}] (40 and 41 seeds)" in line
+    assert line.endswith(f"The 99 % interval, for a reader who discounts looks taken as seeds were added: "
+                         f"[{lo99:+.2f}, {hi99:+.2f}].")
+
+
 def test_scvi_genes_resume_runs_only_the_fits_an_earlier_run_lacks(tmp_path, monkeypatch):
     import argparse
     import csv
