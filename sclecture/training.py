@@ -31,6 +31,7 @@ __all__ = [
     "MinibatchLoader",
     "History",
     "train",
+    "FusedAdam",
     "fused_adam",
 ]
 
@@ -255,8 +256,73 @@ def _loss_terms(out) -> dict[str, torch.Tensor]:
     raise TypeError("loss_fn must return a scalar tensor or a dict with a 'loss' entry")
 
 
+class FusedAdam(torch.optim.Adam):
+    """``torch.optim.Adam(fused=True)`` with a lean step: the same kernel, the same numbers.
+
+    Adam (Kingma & Ba, 2015) per parameter w with gradient g (and weight decay lambda: g += lambda w):
+    m := beta1 m + (1 - beta1) g,  v := beta2 v + (1 - beta2) g^2,
+    w := w - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps).
+
+    torch's own step sorts the parameters by device and type and rechecks every option at each
+    step, Python work that costs as much as the update itself at the course's sizes (a few
+    hundred thousand weights). Once every parameter has its state, this step hands the fused
+    kernel ``torch._fused_adam_`` the same lists and settings that torch's step would, so the
+    weights come out bit for bit the same (``tests/test_training.py``); anything else (a closure,
+    amsgrad, maximize, a gradient scaler, mixed devices or types, a tensor learning rate, a torch
+    without the kernel) takes torch's step. Hooks, ``state_dict`` and ``param_groups`` are torch's.
+    """
+
+    def __init__(self, params, **adam_kwargs):
+        super().__init__(params, fused=True, **adam_kwargs)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none:
+            return super().zero_grad(set_to_none=False)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    def _lean_lists(self):
+        """Per parameter group, the kernel's lists and settings; None where torch's step is needed."""
+        if not hasattr(torch, "_fused_adam_") or getattr(self, "grad_scale", None) is not None \
+                or getattr(self, "found_inf", None) is not None:
+            return None
+        calls, where = [], None
+        for group in self.param_groups:
+            if (group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
+                    or group.get("decoupled_weight_decay")
+                    or not all(isinstance(v, (int, float)) for v in (group["lr"], *group["betas"]))):
+                return None
+            params = [p for p in group["params"] if p.grad is not None]
+            for p in params:
+                where = where or (p.device, p.dtype)  # torch's step would make one call per device and type
+                if not self.state.get(p) or p.grad.is_sparse or p.is_complex() or (p.device, p.dtype) != where:
+                    return None
+            if params:
+                states = [self.state[p] for p in params]
+                calls.append((group, params, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+                              [s["step"] for s in states]))
+        return calls
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        calls = None if closure is not None else self._lean_lists()
+        if calls is None:
+            step = torch.optim.Adam.step
+            if getattr(step, "hooked", False):  # torch wraps a class's step with the hooks, which ours has run
+                step = step.__wrapped__
+            return step(self, closure)
+        for group, params, exp_avgs, exp_avg_sqs, steps in calls:  # what torch.optim.adam._fused_adam does
+            torch._foreach_add_(steps, 1)
+            torch._fused_adam_(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
+                               lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1],
+                               weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
+                               grad_scale=None, found_inf=None)
+        return None
+
+
 def fused_adam(params, **adam_kwargs) -> torch.optim.Optimizer:
-    """``torch.optim.Adam(params, **adam_kwargs)``, fused where torch offers it.
+    """``torch.optim.Adam(params, **adam_kwargs)``, fused where torch offers it (:class:`FusedAdam`).
 
     The fused version updates every parameter in one kernel instead of a Python loop
     (about 10x faster per step on this course's CPUs); older torch builds and devices
@@ -264,7 +330,7 @@ def fused_adam(params, **adam_kwargs) -> torch.optim.Optimizer:
     """
     params = list(params)
     try:
-        return torch.optim.Adam(params, fused=True, **adam_kwargs)
+        return FusedAdam(params, **adam_kwargs)
     except (RuntimeError, TypeError, ValueError):
         return torch.optim.Adam(params, **adam_kwargs)
 

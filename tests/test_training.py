@@ -1,12 +1,14 @@
 """The one training loop: it decreases a loss, repeats under a seed, shows progress."""
 
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
 import sclecture
-from sclecture.training import History, MinibatchLoader, fused_adam, shuffle_seed, train
+from sclecture.training import FusedAdam, History, MinibatchLoader, fused_adam, shuffle_seed, train
 
 
 def _regression(n=400, d=5, seed=0):
@@ -255,6 +257,79 @@ def test_fused_adam_takes_the_same_steps_as_plain_adam():
         paths.append(w.detach())
     assert isinstance(opt, torch.optim.Adam)
     torch.testing.assert_close(paths[0], paths[1], rtol=1e-5, atol=1e-6)
+
+
+def _adam_run(make, steps=30):
+    """Weights and Adam state after ``steps`` steps of a small net with two parameter groups (other lr and
+    weight decay); the second group's weight gets no gradient on every third step."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    x, y = torch.randn(64, 20), torch.randn(64, 3)
+    opt = make([{"params": net[0].parameters()},
+                {"params": net[2].parameters(), "lr": 3e-3, "weight_decay": 1e-2}])
+    for t in range(steps):
+        opt.zero_grad(set_to_none=True)
+        ((net(x) - y) ** 2).mean().backward()
+        if t % 3 == 2:
+            net[2].weight.grad = None  # torch's Adam skips it; so must the lean step
+        opt.step()
+    state = [v for p in net.parameters() for v in opt.state[p].values()]
+    return [p.detach().clone() for p in net.parameters()] + [v.clone() for v in state], opt
+
+
+def test_fused_adam_steps_are_bit_for_bit_torchs_fused_adam_and_close_to_the_loop_version(monkeypatch):
+    kw = dict(lr=1e-2, eps=0.01, weight_decay=1e-6)
+    ours, opt = _adam_run(lambda groups: fused_adam(groups, **kw))
+    assert isinstance(opt, FusedAdam) and isinstance(opt, torch.optim.Adam)
+    torch_fused, _ = _adam_run(lambda groups: torch.optim.Adam(groups, fused=True, **kw))
+    for a, b in zip(ours, torch_fused):
+        assert torch.equal(a, b)
+    loop, _ = _adam_run(lambda groups: torch.optim.Adam(groups, foreach=False, **kw))  # torch's per-tensor code
+    for a, b in zip(ours, loop):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+    # after the first step (which makes the state) the lean step runs: torch's grouping code is not called again,
+    # and step hooks still run once per step, whether or not torch has wrapped Adam.step with them
+    calls = []
+    adam_module = sys.modules[torch.optim.Adam.__module__]
+    real = adam_module._fused_adam
+    monkeypatch.setattr(adam_module, "_fused_adam", lambda *a, **k: calls.append(1) or real(*a, **k))
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # wraps Adam.step with the hooks, as any plain Adam does
+    seen = []
+    def make(groups):
+        o = fused_adam(groups, **kw)
+        o.register_step_pre_hook(lambda *a: seen.append("pre"))
+        o.register_step_post_hook(lambda *a: seen.append("post"))
+        return o
+    again, _ = _adam_run(make, steps=5)
+    assert len(calls) == 2 and seen == ["pre", "post"] * 5  # torch's code: the first step, once per group
+    for a, b in zip(again, _adam_run(lambda groups: torch.optim.Adam(groups, fused=True, **kw), steps=5)[0]):
+        assert torch.equal(a, b)
+
+
+def test_fused_adam_leaves_what_its_lean_step_does_not_cover_to_torch():
+    torch.manual_seed(0)
+    for options in ({"amsgrad": True}, {"maximize": True}):
+        paths = []
+        for make in (FusedAdam, lambda p, **k: torch.optim.Adam(p, fused=True, **k)):
+            w = torch.nn.Parameter(torch.ones(4))
+            opt = make([w], lr=0.1, **options)
+            for _ in range(3):
+                opt.zero_grad()
+                (w * torch.arange(4.0)).sum().backward()
+                opt.step()
+            paths.append(w.detach())
+        assert torch.equal(paths[0], paths[1]), options
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = FusedAdam([w], lr=0.1)
+    def closure():
+        opt.zero_grad()
+        loss = (w ** 2).sum()
+        loss.backward()
+        return loss
+    assert opt.step(closure).item() == 3.0 and opt.step(closure).item() < 3.0  # a closure's loss comes back
+    opt.zero_grad(set_to_none=False)
+    assert torch.equal(w.grad, torch.zeros(3))
 
 
 def test_minibatch_order_does_not_replay_the_weight_initialisation_stream():
