@@ -201,8 +201,9 @@ class CountTerms:
     ``zero``: 1[x_ng = 0] as floats. Mostly-zero counts (``sparse``, at most ``SPARSE_BELOW`` of the
     entries nonzero) also keep their nonzero entries (flat index, cell, gene, value) and lgamma(x_ng + 1)
     there; denser counts keep x and lgamma(x + 1) whole. ``nonzero_index``, the flat index of the nonzero
-    entries, may be given when known (``MinibatchLoader(nonzero_index=True)`` reads it off a CSR matrix),
-    which spares a scan of x; so may ``table``, a :func:`log_factorial_table` of the data x comes from.
+    entries in ascending order, may be given when known (``MinibatchLoader(nonzero_index=True)`` reads it
+    off a CSR matrix), which spares a scan of x; so may ``table``, a :func:`log_factorial_table` of the data
+    x comes from.
     """
 
     SPARSE_BELOW = 0.5
@@ -216,9 +217,11 @@ class CountTerms:
         if self.sparse:
             self.idx = (torch.nonzero(x2.reshape(-1)).squeeze(1) if nonzero_index is None
                         else nonzero_index.reshape(-1))
-            self.rows = torch.div(self.idx, x2.shape[1], rounding_mode="floor")  # ascending
+            # the index ascends, so each cell's entries lie between n * n_genes and (n + 1) * n_genes
+            row_starts = torch.arange(x2.shape[0] + 1, device=x2.device) * x2.shape[1]
+            self.row_counts = torch.searchsorted(self.idx, row_starts).diff()
+            self.rows = torch.repeat_interleave(torch.arange(x2.shape[0], device=x2.device), self.row_counts)
             self.genes = self.idx - self.rows * x2.shape[1]
-            self.row_counts = torch.bincount(self.rows, minlength=x2.shape[0])
             self.x = x2.reshape(-1).index_select(0, self.idx)
         else:
             self.x = x2
