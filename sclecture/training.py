@@ -269,7 +269,8 @@ class FusedAdam(torch.optim.Adam):
     kernel ``torch._fused_adam_`` the same lists and settings that torch's step would, so the
     weights come out bit for bit the same (``tests/test_training.py``); anything else (a closure,
     amsgrad, maximize, a gradient scaler, mixed devices or types, a tensor learning rate, a torch
-    without the kernel) takes torch's step. Hooks, ``state_dict`` and ``param_groups`` are torch's.
+    without the kernel or whose kernel refuses the call) takes torch's step. Hooks, ``state_dict`` and
+    ``param_groups`` are torch's.
     """
 
     def __init__(self, params, **adam_kwargs):
@@ -304,21 +305,34 @@ class FusedAdam(torch.optim.Adam):
                               [s["step"] for s in states]))
         return calls
 
+    _lean = True  # False once the kernel has refused this call (another torch's signature): torch's step then
+
     @torch.no_grad()
     def step(self, closure=None):
-        calls = None if closure is not None else self._lean_lists()
-        if calls is None:
-            step = torch.optim.Adam.step
-            if getattr(step, "hooked", False):  # torch wraps a class's step with the hooks, which ours has run
-                step = step.__wrapped__
-            return step(self, closure)
+        calls = None if closure is not None or not self._lean else self._lean_lists()
+        if calls:
+            try:
+                self._lean_step(calls[:1])  # the first group alone: a refused call has changed nothing else
+            except (TypeError, RuntimeError):
+                torch._foreach_sub_(calls[0][4], 1)  # its step counts back, since the kernel did not run
+                self._lean = False
+                calls = None
+            else:
+                self._lean_step(calls[1:])
+                return None
+        step = torch.optim.Adam.step
+        if getattr(step, "hooked", False):  # torch wraps a class's step with the hooks, which ours has run
+            step = step.__wrapped__
+        return step(self, closure)
+
+    @staticmethod
+    def _lean_step(calls) -> None:
         for group, params, exp_avgs, exp_avg_sqs, steps in calls:  # what torch.optim.adam._fused_adam does
             torch._foreach_add_(steps, 1)
             torch._fused_adam_(params, [p.grad for p in params], exp_avgs, exp_avg_sqs, [], steps, amsgrad=False,
                                lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1],
                                weight_decay=group["weight_decay"], eps=group["eps"], maximize=False,
                                grad_scale=None, found_inf=None)
-        return None
 
 
 def fused_adam(params, **adam_kwargs) -> torch.optim.Optimizer:

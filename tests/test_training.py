@@ -332,6 +332,26 @@ def test_fused_adam_leaves_what_its_lean_step_does_not_cover_to_torch():
     assert torch.equal(w.grad, torch.zeros(3))
 
 
+def test_fused_adam_falls_back_to_torchs_step_for_good_when_the_kernel_refuses_its_call(monkeypatch):
+    # another torch may spell the private kernel's arguments differently: the refused call must change nothing
+    kw = dict(lr=1e-2, eps=0.01, weight_decay=1e-6)
+    real, calls, refused = torch._fused_adam_, [], []
+
+    def refuse_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # torch's first step makes two calls (one per group); the third is the lean step's
+            refused.append(1)
+            raise TypeError("_fused_adam_() got an unexpected keyword argument")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", refuse_once)
+    ours, opt = _adam_run(lambda groups: fused_adam(groups, **kw))
+    monkeypatch.setattr(torch, "_fused_adam_", real)
+    assert refused and opt._lean is False
+    for a, b in zip(ours, _adam_run(lambda groups: torch.optim.Adam(groups, fused=True, **kw))[0]):
+        assert torch.equal(a, b)
+
+
 def test_minibatch_order_does_not_replay_the_weight_initialisation_stream():
     # torch.Generator().manual_seed(seed) would draw the same numbers that set_seed(seed) gives to
     # nn.Linear's initialisation, making every epoch's order a function of the initial weights
