@@ -389,7 +389,7 @@ def test_torch_classifier_on_pbmc3k_anndata(real_data):
 
     adata = datasets.pbmc3k()
     clf = mlp.TorchMLPClassifier(hidden=(32,), epochs=3, lr=1e-2, random_state=0, device="cpu")
-    with pytest.raises(ValueError, match="label\(s\) are missing"):
+    with pytest.raises(ValueError, match=r"label\(s\) are missing"):
         clf.fit(adata, "cell_type")
     adata = adata[adata.obs["cell_type"].notna()].copy()
     adata = preprocessing.select_genes(adata, preprocessing.highly_variable_genes(adata, n_top=200))
