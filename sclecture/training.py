@@ -264,8 +264,8 @@ class FusedAdam(torch.optim.Adam):
     w := w - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps).
 
     torch's own step sorts the parameters by device and type and rechecks every option at each
-    step, Python work that costs as much as the update itself at the course's sizes (a few
-    hundred thousand weights). Once every parameter has its state, this step hands the fused
+    step, Python work that costs as much as the update itself at the course's sizes (tens of
+    thousands to a couple of million weights). Once every parameter has its state, this step hands the fused
     kernel ``torch._fused_adam_`` the same lists and settings that torch's step would, so the
     weights come out bit for bit the same (``tests/test_training.py``); anything else (a closure,
     amsgrad, maximize, a gradient scaler, mixed devices or types, a tensor learning rate, a torch
@@ -316,7 +316,6 @@ class FusedAdam(torch.optim.Adam):
             except (TypeError, RuntimeError):
                 torch._foreach_sub_(calls[0][4], 1)  # its step counts back, since the kernel did not run
                 self._lean = False
-                calls = None
             else:
                 self._lean_step(calls[1:])
                 return None

@@ -52,9 +52,16 @@ def test_scvi_full_fit_gives_every_measure_for_the_course(monkeypatch):
     assert -1 <= measures["ari"] <= 1 and line.startswith("seed 3 sclecture:")
 
 
-def test_scvi_genes_report_gives_each_rounds_ratio(tmp_path, monkeypatch):
+def _genes_args(**given):
+    """Settings of bench_scvi_genes.py's command line (the report and resume code read them), ``given`` changed."""
     import argparse
 
+    settings = dict(datasets=[], rounds=0, timing_epochs=20, before=None, quality=[], threads=1, mc_samples=100,
+                    out="q", epochs=400, seeds=[0], jobs=1, resume=False)
+    return argparse.Namespace(**{**settings, **given})
+
+
+def test_scvi_genes_report_gives_each_rounds_ratio(tmp_path, monkeypatch):
     import bench_scvi_genes
 
     monkeypatch.setattr(bench_scvi_genes, "RESULTS", tmp_path)
@@ -64,8 +71,7 @@ def test_scvi_genes_report_gives_each_rounds_ratio(tmp_path, monkeypatch):
         rows += [(key, "sclecture", "cells_per_s", ours, ""), (key, "scvi-tools", "cells_per_s", peer, ""),
                  (key, "sclecture", "dynamo_import_s", 1.0, ""), (key, "ratio", "speedup", ours / peer, ""),
                  (key, "ratio", "speedup_with_dynamo_import", 1.5, "")]
-    args = argparse.Namespace(datasets=[key], rounds=2, timing_epochs=20, before=None, quality=[], threads=1,
-                              mc_samples=100, out="genes", epochs=100, seeds=[0], jobs=1, resume=False)
+    args = _genes_args(datasets=[key], rounds=2, out="genes", epochs=100)
     bench_scvi_genes.write(rows, args, ["sclecture", "scvi-tools"], quiet=True)
     md = (tmp_path / "genes.md").read_text()
     assert "| pbmc3k | 2,000 | 6800 | 3250 | **2.10x** | 2.00, 2.20 |" in md
@@ -73,8 +79,6 @@ def test_scvi_genes_report_gives_each_rounds_ratio(tmp_path, monkeypatch):
 
 
 def test_scvi_genes_report_states_the_likelihood_intervals_welch_gives(tmp_path, monkeypatch):
-    import argparse
-
     import bench_scvi_genes
 
     monkeypatch.setattr(bench_scvi_genes, "RESULTS", tmp_path)
@@ -86,8 +90,7 @@ def test_scvi_genes_report_states_the_likelihood_intervals_welch_gives(tmp_path,
     rows += [(key, impl, m, v + 14.0 if m == "neg_elbo" else 0.5, f"seed {i}") for impl, vs in
              (("sclecture", ours), ("scvi-tools", peer)) for i, v in enumerate(vs)
              for m in ("neg_elbo", "fit_s", "ari", "nmi", "silhouette")]
-    args = argparse.Namespace(datasets=[key], rounds=0, timing_epochs=20, before=None, quality=[key], threads=1,
-                              mc_samples=100, out="q", epochs=400, seeds=[0], jobs=1, resume=False)
+    args = _genes_args(quality=[key])
     bench_scvi_genes.write(rows, args, ["sclecture", "scvi-tools"], quiet=True)
     line = next(x for x in (tmp_path / "q.md").read_text().splitlines() if x.startswith(f"- {key}, held-out -log p(x)"))
     d, lo, hi = bench_scvi.welch_interval(ours, peer)
@@ -99,7 +102,6 @@ def test_scvi_genes_report_states_the_likelihood_intervals_welch_gives(tmp_path,
 
 
 def test_scvi_genes_resume_runs_only_the_fits_an_earlier_run_lacks(tmp_path, monkeypatch):
-    import argparse
     import csv
 
     import bench_scvi_genes
@@ -125,9 +127,7 @@ def test_scvi_genes_resume_runs_only_the_fits_an_earlier_run_lacks(tmp_path, mon
             yield rows, f"{name} {seed}"
 
     monkeypatch.setattr(bench_scvi_genes, "full_fits", fake_full_fits)
-    args = argparse.Namespace(datasets=[], rounds=0, timing_epochs=20, before=None, quality=[key], threads=1,
-                              mc_samples=100, out="q", epochs=400, seeds=[0, 1, 2], jobs=1, resume=True,
-                              trajectory_steps=0)
+    args = _genes_args(quality=[key], seeds=[0, 1, 2], resume=True, trajectory_steps=0)
     bench_scvi_genes.run(args)
     # seed 1's scvi-tools fit, then seed 2 (sclecture first for even seeds); the first scvi-tools fit is also
     # scored by the course's code, since the earlier run has no such check
