@@ -21,7 +21,8 @@ Measured in one run:
   epochs on all cells, each run in a fresh process, ``--rounds`` interleaved rounds (the order of the
   implementations alternates); cells x epochs / seconds of the call, the median over rounds and
   each round's ratio. ``--before PATH`` adds a third implementation: the same runs with an older copy
-  of the package (the folder that holds its ``sclecture/``), for before/after ratios;
+  of the package (the folder that holds its ``sclecture/``), for before/after ratios (fresh processes
+  scatter by about 5 %; ``bench_scvi_paired.py`` times a change of a few percent more finely);
 * quality, on ``--quality`` data sets: one full fit per seed and implementation on a stratified
   75/25 split, held-out -ELBO and importance-sampled -log p(x) per cell, k-means ARI / NMI and the
   silhouette of the labelled cells' latent space, the Welch 95 % interval of the difference in

@@ -249,3 +249,44 @@ def test_bench_likelihood_times_both_packages_and_tells_a_change_of_arithmetic(t
         assert before > 0 and now > 0 and len(ratios) == 2
     changed = bench_likelihood.load_package(changed_copy, "sclecture_changed")
     assert bench_likelihood.same_arithmetic(changed, X) is False
+
+
+def test_paired_epochs_take_turns_and_tell_a_change_of_arithmetic(tmp_path):
+    """Two copies of the package fit in turns (ABBA ...), each as it would alone: an unchanged copy ends with the
+    same weights as the working tree, one whose encoder variance floor differs does not; the loaders are left as
+    they were."""
+    import shutil
+
+    import bench_likelihood
+    import bench_scvi_paired
+
+    import sclecture.scvi
+    import sclecture.training
+
+    rng = np.random.default_rng(1)
+    X = rng.poisson(0.8, size=(300, 30)).astype(np.float32)
+    X[:, 0] += 1
+    copies = {}
+    for name in ("same", "changed"):
+        shutil.copytree(ROOT / "sclecture", tmp_path / name / "sclecture", ignore=shutil.ignore_patterns("__pycache__"))
+        copies[name] = tmp_path / name
+    scvi_py = copies["changed"] / "sclecture" / "scvi.py"
+    scvi_py.write_text(scvi_py.read_text().replace("var_eps = 1e-4", "var_eps = 2e-4"))
+    plain_iter = sclecture.training.MinibatchLoader.__iter__
+
+    same = bench_likelihood.load_package(copies["same"], "sclecture_paired_same")
+    res = bench_scvi_paired.paired_epochs(same, sclecture.scvi, X, epochs=3)
+    assert res["order"] == ["before", "after", "after", "before", "before", "after"]
+    assert len(res["before"]) == len(res["after"]) == 3 and min(res["before"] + res["after"]) > 0
+    assert res["same_weights"] is True
+    alone = sclecture.scvi.SCVI(epochs=3, random_state=0, progress=False).fit(X)  # each fit trains as if alone
+    for a, b in zip(alone.module_.state_dict().values(), res["models"]["after"].module_.state_dict().values()):
+        assert a.equal(b)
+    changed = bench_likelihood.load_package(copies["changed"], "sclecture_paired_changed")
+    assert bench_scvi_paired.paired_epochs(changed, sclecture.scvi, X, epochs=2)["same_weights"] is False
+    assert sclecture.training.MinibatchLoader.__iter__ is plain_iter
+    with pytest.raises(ValueError, match="same package"):
+        bench_scvi_paired.paired_epochs(sclecture.scvi, sclecture.scvi, X, epochs=1)
+
+    s = bench_scvi_paired.summary({"before": [9.0, 1.0, 2.0, 4.0], "after": [1.0, 1.1, 2.2, 4.4]})
+    assert s["pairs"] == 3 and s["median_ratio"] == pytest.approx(1.1) and s["ci"][0] == pytest.approx(1.1)
