@@ -45,6 +45,8 @@ def paired_epochs(before, after, adata, epochs: int, seed: int = 0) -> dict:
     Returns the seconds of every epoch of each (``"before"``, ``"after"``, in the order they ran), the
     order of the turns, whether the two fits' weights end bit for bit equal, and the fitted models.
     """
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be at least 1 (each pair of epochs is one measurement), got {epochs}")
     schedule = [("before", "after") if i % 2 == 0 else ("after", "before") for i in range(epochs)]
     schedule = [name for pair in schedule for name in pair]  # ABBA ABBA ...
     turn = threading.Condition()

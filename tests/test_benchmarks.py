@@ -287,6 +287,8 @@ def test_paired_epochs_take_turns_and_tell_a_change_of_arithmetic(tmp_path):
     assert sclecture.training.MinibatchLoader.__iter__ is plain_iter
     with pytest.raises(ValueError, match="same package"):
         bench_scvi_paired.paired_epochs(sclecture.scvi, sclecture.scvi, X, epochs=1)
+    with pytest.raises(ValueError, match="at least 1"):  # no turn would ever come: refused, not a hang
+        bench_scvi_paired.paired_epochs(same, sclecture.scvi, X, epochs=0)
 
     s = bench_scvi_paired.summary({"before": [9.0, 1.0, 2.0, 4.0], "after": [1.0, 1.1, 2.2, 4.4]})
     assert s["pairs"] == 3 and s["median_ratio"] == pytest.approx(1.1) and s["ci"][0] == pytest.approx(1.1)
