@@ -225,15 +225,10 @@ def test_bench_threads_measures_each_wait_policy_in_a_process_that_loaded_torch_
         assert bench_threads.measure("scVI", 1, policy, busy=False) > 0  # the worker reports what it ran under
 
 
-def test_bench_likelihood_times_both_packages_and_tells_a_change_of_arithmetic(tmp_path):
-    """An unchanged copy of the package trains bitwise alike; one whose encoder variance floor differs does not."""
+def _package_copies(tmp_path):
+    """Two copies of the package: one unchanged, one whose encoder variance floor differs (other arithmetic)."""
     import shutil
 
-    import bench_likelihood
-
-    rng = np.random.default_rng(0)
-    X = rng.poisson(0.8, size=(300, 40)).astype(np.float32)
-    X[:, 0] += 1
     same_copy, changed_copy = tmp_path / "same", tmp_path / "changed"
     for folder in (same_copy, changed_copy):
         shutil.copytree(ROOT / "sclecture", folder / "sclecture", ignore=shutil.ignore_patterns("__pycache__"))
@@ -241,6 +236,17 @@ def test_bench_likelihood_times_both_packages_and_tells_a_change_of_arithmetic(t
     text = scvi_py.read_text()
     assert text.count("var_eps = 1e-4") == 1
     scvi_py.write_text(text.replace("var_eps = 1e-4", "var_eps = 2e-4"))
+    return same_copy, changed_copy
+
+
+def test_bench_likelihood_times_both_packages_and_tells_a_change_of_arithmetic(tmp_path):
+    """An unchanged copy of the package trains bitwise alike; one whose encoder variance floor differs does not."""
+    import bench_likelihood
+
+    rng = np.random.default_rng(0)
+    X = rng.poisson(0.8, size=(300, 40)).astype(np.float32)
+    X[:, 0] += 1
+    same_copy, changed_copy = _package_copies(tmp_path)
 
     res = bench_likelihood.measure(bench_likelihood.load_package(same_copy, "sclecture_same"), X, rounds=2, calls=3)
     assert res["same"] is True
@@ -255,8 +261,6 @@ def test_paired_epochs_take_turns_and_tell_a_change_of_arithmetic(tmp_path):
     """Two copies of the package fit in turns (ABBA ...), each as it would alone: an unchanged copy ends with the
     same weights as the working tree, one whose encoder variance floor differs does not; the loaders are left as
     they were."""
-    import shutil
-
     import bench_likelihood
     import bench_scvi_paired
 
@@ -266,15 +270,10 @@ def test_paired_epochs_take_turns_and_tell_a_change_of_arithmetic(tmp_path):
     rng = np.random.default_rng(1)
     X = rng.poisson(0.8, size=(300, 30)).astype(np.float32)
     X[:, 0] += 1
-    copies = {}
-    for name in ("same", "changed"):
-        shutil.copytree(ROOT / "sclecture", tmp_path / name / "sclecture", ignore=shutil.ignore_patterns("__pycache__"))
-        copies[name] = tmp_path / name
-    scvi_py = copies["changed"] / "sclecture" / "scvi.py"
-    scvi_py.write_text(scvi_py.read_text().replace("var_eps = 1e-4", "var_eps = 2e-4"))
+    same_copy, changed_copy = _package_copies(tmp_path)
     plain_iter = sclecture.training.MinibatchLoader.__iter__
 
-    same = bench_likelihood.load_package(copies["same"], "sclecture_paired_same")
+    same = bench_likelihood.load_package(same_copy, "sclecture_paired_same")
     res = bench_scvi_paired.paired_epochs(same, sclecture.scvi, X, epochs=3)
     assert res["order"] == ["before", "after", "after", "before", "before", "after"]
     assert len(res["before"]) == len(res["after"]) == 3 and min(res["before"] + res["after"]) > 0
@@ -282,7 +281,7 @@ def test_paired_epochs_take_turns_and_tell_a_change_of_arithmetic(tmp_path):
     alone = sclecture.scvi.SCVI(epochs=3, random_state=0, progress=False).fit(X)  # each fit trains as if alone
     for a, b in zip(alone.module_.state_dict().values(), res["models"]["after"].module_.state_dict().values()):
         assert a.equal(b)
-    changed = bench_likelihood.load_package(copies["changed"], "sclecture_paired_changed")
+    changed = bench_likelihood.load_package(changed_copy, "sclecture_paired_changed")
     assert bench_scvi_paired.paired_epochs(changed, sclecture.scvi, X, epochs=2)["same_weights"] is False
     assert sclecture.training.MinibatchLoader.__iter__ is plain_iter
     with pytest.raises(ValueError, match="same package"):
