@@ -97,8 +97,8 @@ def measure(key: str, rounds: int) -> list[dict]:
     module.train()
     optimizer = fused_adam(module.parameters(), lr=1e-3, eps=0.01, weight_decay=1e-6)
 
-    def loss(x, nz):
-        return module.loss(x, None, kl_weight=0.5, terms=CountTerms(x, nz, table=table))["loss"]
+    def loss(x, *nz):  # nz: the flat index of the nonzero counts, for counts the loader keeps as CSR
+        return module.loss(x, None, kl_weight=0.5, terms=CountTerms(x, *nz, table=table))["loss"]
 
     compiled_loss = torch.compile(loss, dynamic=True)
 
@@ -112,7 +112,7 @@ def measure(key: str, rounds: int) -> list[dict]:
 
     with torch.no_grad():  # the decoder's outputs for each minibatch, as leaves for the likelihood alone
         outs = []
-        for x, nz in batches:
+        for x, *nz in batches:
             inf = module.inference(x)
             gen = module.generative(inf["z"], inf["library"])
             outs.append((x, nz, *(gen[k].clone() for k in ("mu", "theta", "pi_logits"))))
@@ -123,7 +123,7 @@ def measure(key: str, rounds: int) -> list[dict]:
         def run(o):
             x, nz, *leaves = o
             leaves = [t.requires_grad_() for t in leaves]
-            ll = zinb_log_likelihood(x, *leaves, terms=CountTerms(x, nz, table=table)) if course else fn(x, *leaves)
+            ll = zinb_log_likelihood(x, *leaves, terms=CountTerms(x, *nz, table=table)) if course else fn(x, *leaves)
             ll.sum().backward()
         return run
 
