@@ -194,9 +194,40 @@ def test_compile_benchmark_runs_on_minibatches_kept_dense_and_as_csr(key, monkey
     assert all(not str(r["compiled ms"]).startswith("failed") and float(r["compiled ms"]) > 0 for r in rows)
 
 
-def test_scvi_benchmark_rejects_zero_jobs():
+def test_scvi_benchmark_rejects_zero_jobs(monkeypatch):
+    monkeypatch.setattr(bench_scvi, "run", lambda args: pytest.fail("--jobs 0 was not refused"))
     with pytest.raises(SystemExit):
         bench_scvi.main(["--jobs", "0"])
+
+
+@pytest.mark.parametrize("given", [["--timing-epochs", "1"], ["--rounds", "0"], ["--epochs", "0"],
+                                   ["--mc-samples", "0"], ["--import-reps", "0"]])
+def test_scvi_benchmark_refuses_settings_that_measure_nothing(given, capsys, monkeypatch):
+    monkeypatch.setattr(bench_scvi, "run", lambda args: pytest.fail(f"{given} was not refused"))  # nor run
+    with pytest.raises(SystemExit):
+        bench_scvi.main(given)
+    assert given[0] in capsys.readouterr().err  # the error names the option
+
+
+def test_scvi_benchmark_without_scvi_tools_leaves_the_comparison_alone(tmp_path, monkeypatch):
+    """A run without the peer (``make benchmarks`` in a plain .venv) writes the course's numbers beside the
+    comparison that the README cites, not over it."""
+    import argparse
+
+    monkeypatch.setattr(bench_scvi, "RESULTS", tmp_path)
+    (tmp_path / "scvi.md").write_text("the comparison")
+    args = argparse.Namespace(mc_samples=10, epochs=4, seeds=[0, 1], rounds=1, timing_epochs=2, jobs=1, threads=1)
+    rows = [(name, m, v, "") for name in ("sclecture", "scvi-tools") for m, v in
+            (("cells_per_s", 9000.0), ("neg_marginal_ll", 1270.0), ("ari", 0.6))]
+    course_only = [r for r in rows if r[0] == "sclecture"]
+    bench_scvi.write(course_only, args, [bench_scvi.Course], 2253, 1, 3005)
+    assert (tmp_path / "scvi.md").read_text() == "the comparison"
+    md = (tmp_path / "scvi_course_only.md").read_text()
+    assert "| measure | sclecture |" in md and "| training cells per second | 9000 |" in md
+    assert "scvi-tools was not installed" in md and "speed-ups" not in md
+    assert (tmp_path / "scvi_course_only.csv").exists()
+    bench_scvi.write(rows, args, [bench_scvi.Course, bench_scvi.Peer], 2253, 1, 3005)
+    assert "| training cells per second | 9000 | 9000 | 1.00x |" in (tmp_path / "scvi.md").read_text()
 
 
 def test_worst_case_reads_the_upper_end_of_the_interval():
