@@ -474,6 +474,9 @@ def main(argv=None) -> None:
         return
     if args.jobs < 1 or args.threads < 1 or args.rounds < 0:
         p.error("--jobs and --threads must be at least 1, --rounds at least 0")
+    for name in ("timing_epochs", "epochs", "mc_samples"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.before and not (Path(args.before) / "sclecture" / "scvi.py").exists():
         p.error(f"--before {args.before}: no sclecture/scvi.py there")
     if importlib.util.find_spec("scvi") is None:

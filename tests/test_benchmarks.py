@@ -230,6 +230,16 @@ def test_scvi_benchmark_without_scvi_tools_leaves_the_comparison_alone(tmp_path,
     assert "| training cells per second | 9000 | 9000 | 1.00x |" in (tmp_path / "scvi.md").read_text()
 
 
+@pytest.mark.parametrize("given", [["--timing-epochs", "0"], ["--epochs", "0"], ["--mc-samples", "0"]])
+def test_scvi_genes_benchmark_refuses_settings_that_measure_nothing(given, capsys, monkeypatch):
+    import bench_scvi_genes
+
+    monkeypatch.setattr(bench_scvi_genes, "run", lambda args: pytest.fail(f"{given} was not refused"))
+    with pytest.raises(SystemExit):
+        bench_scvi_genes.main(given)
+    assert given[0] in capsys.readouterr().err
+
+
 def test_worst_case_reads_the_upper_end_of_the_interval():
     assert bench_scvi.worst_case(0.24, 1269.3) == ("at 95 % confidence sclecture is at most 0.24 nats per cell "
                                                   "(0.019 %) worse")
