@@ -632,7 +632,15 @@ class SCVI(SaveLoadMixin, StoreMixin, TransformerMixin, BaseEstimator):
         check_choice(self.likelihood, "likelihood", LIKELIHOODS)
         check_choice(self.library, "library", LIBRARIES)
         check_positive(self.epochs, "epochs", integer=True, allow_zero=True)
-        check_positive(self.batch_size, "batch_size", integer=True)
+        for name in ("batch_size", "n_latent", "n_hidden", "n_layers"):
+            check_positive(getattr(self, name), name, integer=True)
+        check_positive(self.lr, "lr")
+        check_positive(self.weight_decay, "weight_decay", allow_zero=True)
+        check_positive(self.random_state, "random_state", integer=True, allow_zero=True)
+        if self.n_epochs_kl_warmup is not None:  # a negative one would make beta, the KL weight, negative
+            check_positive(self.n_epochs_kl_warmup, "n_epochs_kl_warmup", integer=True, allow_zero=True)
+        if not 0 <= check_positive(self.dropout, "dropout", allow_zero=True) < 1:
+            raise ValueError(f"dropout is the probability of zeroing a hidden unit, in [0, 1); got {self.dropout}")
         X = self._counts(adata, layer)
         if batch_key is None:
             self.batch_categories_ = ["0"]

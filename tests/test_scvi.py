@@ -368,6 +368,19 @@ def test_other_settings_train(sim, kw):
 
 # --------------------------------------------------------------------------- bad input
 
+@pytest.mark.parametrize("param, value, message", [
+    ("n_epochs_kl_warmup", -1, "n_epochs_kl_warmup must be a non-negative integer"),  # beta would be negative
+    ("random_state", -1, "random_state must be a non-negative integer"),
+    ("dropout", 1.0, r"dropout is the probability .* in \[0, 1\)"), ("dropout", -0.1, "dropout must be"),
+    ("lr", 0.0, "lr must be a positive number"), ("weight_decay", -1e-6, "weight_decay must be"),
+    ("n_latent", 0, "n_latent must be a positive integer"), ("n_hidden", 2.5, "n_hidden must be"),
+    ("n_layers", 0, "n_layers must be"), ("batch_size", 0, "batch_size must be")])
+def test_hyperparameters_out_of_range_are_refused_before_training(sim, param, value, message, monkeypatch):
+    monkeypatch.setattr(scvi, "train", lambda *a, **k: pytest.fail("it trained"))
+    with pytest.raises(ValueError, match=message):
+        scvi.SCVI(epochs=1, progress=False, **{param: value}).fit(sim)
+
+
 def test_bad_input(sim, fitted):
     model = scvi.SCVI(epochs=1, progress=False)
     X = sim.X.toarray()
