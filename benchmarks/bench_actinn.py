@@ -281,6 +281,9 @@ def main() -> None:
                         help="only the query comparison: ACTINN(preprocess='code') fitted on pbmc3k alone against the "
                              "joint preprocessing, on Kang; writes actinn_query.csv and actinn_query.md")
     args = parser.parse_args()
+    from common import check_args
+
+    check_args(parser, args, {"threads": 1, "folds": 2, "seeds": 0, "cv_seeds": 0})
     if args.quick:
         args.seeds, args.cv_seeds, args.folds = [0], [0], 2
 

@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=5, help="warm runs per dataset (default 5)")
     parser.add_argument("--datasets", nargs="*", default=LOADERS, choices=LOADERS)
     args = parser.parse_args()
+    from common import check_args
+
+    check_args(parser, args, {"cold": 1, "warm": 1}, nonempty=("datasets",))
 
     if "SCLECTURE_DATA_DIR" not in os.environ and (REPO.parent / "shared" / "data").is_dir():
         os.environ["SCLECTURE_DATA_DIR"] = str(REPO.parent / "shared" / "data")

@@ -163,6 +163,11 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only rewrite factor.md from factor.csv")
     parser.add_argument("--worker", nargs=2, metavar=("DATASET", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from common import check_args
+
+    check_args(parser, args, {"threads": 1, "repeats": 1})
+    if args.only and not any(args.only in f"{d}/{m}" for d, m in CASES):
+        parser.error(f"--only {args.only!r} matches no case; the cases are " + ", ".join(f"{d}/{m}" for d, m in CASES))
 
     if args.report:
         args.only = "\x00"  # matches no case: every row comes from factor.csv

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, median, write_table  # noqa: E402
+from common import LESSONS, ROOT, check_args, median, write_table  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -56,11 +56,12 @@ def timed_grade(lesson: str, subs: Path, course: Path, **options) -> tuple[float
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lesson", default="01_logistic_regression")
+    ap.add_argument("--lesson", default="01_logistic_regression", choices=LESSONS)
     ap.add_argument("--class-size", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--jobs", type=int, nargs="*", default=[1, 2])
     a = ap.parse_args(argv)
+    check_args(ap, a, {"class_size": 1, "repeats": 1, "jobs": 1})
     rows = []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:

@@ -112,6 +112,7 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--calls", type=int, default=50)
     args = p.parse_args(argv)
+    common.check_args(p, args, {"rounds": 1, "calls": 1})
     torch.set_num_threads(1)
     before = load_package(args.before)
     rows = []

@@ -49,7 +49,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import median, top_variance_genes, write_table  # noqa: E402
+from common import check_args, median, top_variance_genes, write_table  # noqa: E402
 
 import sclecture.actinn as actinn_mod  # noqa: E402
 import sclecture.scvi as scvi_mod  # noqa: E402
@@ -294,6 +294,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
+    check_args(ap, args, {"threads": 1, "rounds": 1})
     start = time.perf_counter()
     load0 = os.getloadavg()
 

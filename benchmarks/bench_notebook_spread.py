@@ -32,7 +32,7 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from common import ROOT, write_table  # noqa: E402
+from common import LESSONS, ROOT, check_args, write_table  # noqa: E402
 from nbval_tolerance import NUMBER, _last_digit, _value, declared_tolerance  # noqa: E402
 
 VARIANTS = {
@@ -215,7 +215,7 @@ def report(tables: list[str], out_name: str = "notebook_spread"):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lessons", nargs="*", default=TRAINED)
+    p.add_argument("--lessons", nargs="*", default=TRAINED, choices=LESSONS)
     p.add_argument("--seeds", nargs="*", type=int, default=[1, 2])
     p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--out", default="notebook_spread", help="name of the result table in benchmarks/results/")
@@ -223,6 +223,9 @@ def main(argv=None):
                    help="instead of running: merge these earlier tables (names in benchmarks/results/) into --out, "
                         "judged against the tolerances declared now")
     args = p.parse_args(argv)
+    if args.report is not None and not args.report:  # else it would measure, not merge
+        p.error("--report needs the names of the tables to merge")
+    check_args(p, args, {"seeds": 0})
     if args.report:
         return report(args.report, args.out)
     run(args.lessons, args.seeds, args.variants, args.out)

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, median, run_measured, write_table  # noqa: E402
+from common import LESSONS, ROOT, check_args, median, run_measured, write_table  # noqa: E402
 
 BUDGET_S = {"00_setup": 30, "01_logistic_regression": 60, "02_mlp": 90, "03_actinn": 180,
             "04_fa_ppca": 60, "05_vae": 180, "06_scvi": 240}
@@ -43,8 +43,9 @@ def solved_submission(name: str, folder: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--lessons", nargs="*", default=None)
+    ap.add_argument("--lessons", nargs="*", default=None, choices=LESSONS)
     args = ap.parse_args()
+    check_args(ap, args, {"repeats": 1})
     lessons = args.lessons or sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", MPLBACKEND="Agg")
     rows = []

@@ -53,7 +53,7 @@ import scipy.sparse as sp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import median, write_table  # noqa: E402
+from common import check_args, median, write_table  # noqa: E402
 
 TRAINERS = ["scVI", "ACTINN", "ACTINN (train, CSR)"]
 N_GENES = 2000
@@ -233,6 +233,7 @@ def main() -> None:
     ap.add_argument("--trainers", nargs="+", default=TRAINERS, choices=TRAINERS)
     ap.add_argument("--worker", nargs=3, metavar=("TRAINER", "N", "FOLDER"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    check_args(ap, args, {"sizes": 100, "threads": 1})  # fewer cells leave classes empty
     if args.worker:
         trainer, n, folder = args.worker
         print(json.dumps(worker(trainer, int(n), Path(folder), args.threads)))

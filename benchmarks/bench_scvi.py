@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import top_variance_genes, welch_half_width, welch_interval  # noqa: E402,F401  (the Welch maths, for bench_scvi_genes too)
+from common import check_args, top_variance_genes, welch_half_width, welch_interval  # noqa: E402,F401  (the Welch maths, for bench_scvi_genes too)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -581,6 +581,7 @@ def main(argv=None) -> None:
     for name in ("epochs", "rounds", "mc_samples", "import_reps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    check_args(p, args, {"seeds": 0, "warmup": 0})
     if args.timing_epochs < 2:
         p.error(f"--timing-epochs must be at least 2 (the first epoch of each run is dropped as warm-up), "
                 f"got {args.timing_epochs}")

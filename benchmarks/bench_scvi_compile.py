@@ -48,7 +48,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-from common import median, write_table  # noqa: E402
+from common import check_args, median, write_table  # noqa: E402
 
 DATASETS = ("zeisel_cortex-558", "pbmc3k-2000")
 N_MINIBATCHES = 12
@@ -172,6 +172,7 @@ def main(argv=None) -> None:
     p.add_argument("--warm-cache", action="store_true", help="keep Inductor's usual on-disk cache (default: a fresh one)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    check_args(p, args, {"threads": 1, "rounds": 1})
     torch.set_num_threads(args.threads)
     cache = "the usual on-disk cache"
     if not args.warm_cache:

@@ -69,7 +69,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_scvi  # noqa: E402  (Course, Peer, module_check, copy_peer_weights, welch_interval)
-from common import SETTINGS, top_variance_genes  # noqa: E402
+from common import SETTINGS, check_args, top_variance_genes  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -474,6 +474,7 @@ def main(argv=None) -> None:
         return
     if args.jobs < 1 or args.threads < 1 or args.rounds < 0:
         p.error("--jobs and --threads must be at least 1, --rounds at least 0")
+    check_args(p, args, {"seeds": 0, "trajectory_steps": 0})
     for name in ("timing_epochs", "epochs", "mc_samples"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

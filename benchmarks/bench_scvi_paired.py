@@ -145,6 +145,12 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    from common import check_args
+
+    check_args(p, args, {"epochs": 3, "threads": 1})  # the first epoch of each is dropped; an interval needs 2 pairs
+    for option, folder in (("--before", args.before), ("--after", args.after)):
+        if folder is not None and not (Path(folder) / "sclecture" / "__init__.py").exists():
+            p.error(f"{option} {folder}: no sclecture/__init__.py there")
     torch.set_num_threads(args.threads)
     from bench_likelihood import load_package
 

@@ -79,7 +79,9 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
         return
-    from common import write_table
+    from common import check_args, write_table  # only here: importing common sets OMP_WAIT_POLICY (not a worker's)
+
+    check_args(ap, args, {"rounds": 1}, nonempty=("trainers",))
 
     cores = os.cpu_count() or 1
     counts = sorted({1, cores})

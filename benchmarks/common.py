@@ -45,6 +45,22 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}){mem}{dev}; Python {platform.python_version()}, torch {torch.__version__}"
 
 
+LESSONS = sorted(p.stem for p in (ROOT / "lessons").glob("[0-9][0-9]_*.py"))  # the lessons' names, in order
+
+
+def check_args(parser, args, at_least: dict | None = None, nonempty: tuple = ()) -> None:
+    """Refuse (``parser.error``: a message naming the option, exit status 2) a command line that would measure
+    nothing or crash later: a number, or any number of a list, below its minimum, or a list left empty."""
+    for name in nonempty:
+        if not getattr(args, name):
+            parser.error(f"--{name.replace('_', '-')} needs at least one value")
+    for name, low in (at_least or {}).items():
+        value = getattr(args, name)
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v is not None and v < low:
+                parser.error(f"--{name.replace('_', '-')} must be at least {low}, got {v}")
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 

@@ -34,7 +34,14 @@ def main() -> None:
     names = [n for n in ORDER if (ROOT / "benchmarks" / f"{n}.py").exists()]
     names += sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py")
                     if p.stem not in names and p.stem not in BEFORE_AFTER)
-    if args.only:
+    if args.only is not None:
+        unknown = [o for o in args.only if f"bench_{o.removeprefix('bench_')}" not in names]
+        if not args.only:
+            ap.error("--only needs the names of the benchmarks to run")
+        if unknown:
+            ap.error(f"--only {' '.join(unknown)}: not a benchmark that runs here; choose among "
+                     + ", ".join(n.removeprefix("bench_") for n in names)
+                     + f" (the before/after ones, {', '.join(sorted(BEFORE_AFTER))}, run by hand with --before)")
         names = [n for n in names if n in args.only or n.removeprefix("bench_") in args.only]
     if args.summary:
         names = []

@@ -200,12 +200,19 @@ def test_scvi_benchmark_rejects_zero_jobs(monkeypatch):
         bench_scvi.main(["--jobs", "0"])
 
 
-@pytest.mark.parametrize("given", [["--timing-epochs", "1"], ["--rounds", "0"], ["--epochs", "0"],
-                                   ["--mc-samples", "0"], ["--import-reps", "0"]])
-def test_scvi_benchmark_refuses_settings_that_measure_nothing(given, capsys, monkeypatch):
-    monkeypatch.setattr(bench_scvi, "run", lambda args: pytest.fail(f"{given} was not refused"))  # nor run
+@pytest.mark.parametrize("module, given", [
+    ("bench_scvi", ["--timing-epochs", "1"]), ("bench_scvi", ["--rounds", "0"]), ("bench_scvi", ["--epochs", "0"]),
+    ("bench_scvi", ["--mc-samples", "0"]), ("bench_scvi", ["--import-reps", "0"]), ("bench_scvi", ["--seeds", "-1"]),
+    ("bench_scvi", ["--warmup", "-1"]), ("bench_scvi_genes", ["--timing-epochs", "0"]),
+    ("bench_scvi_genes", ["--epochs", "0"]), ("bench_scvi_genes", ["--mc-samples", "0"]),
+    ("bench_scvi_genes", ["--seeds", "-1"]), ("bench_scvi_genes", ["--trajectory-steps", "-1"])])
+def test_scvi_benchmarks_refuse_settings_that_measure_nothing(module, given, capsys, monkeypatch):
+    import importlib
+
+    bench = importlib.import_module(module)
+    monkeypatch.setattr(bench, "run", lambda args: pytest.fail(f"{given} was not refused"))  # nor run
     with pytest.raises(SystemExit):
-        bench_scvi.main(given)
+        bench.main(given)
     assert given[0] in capsys.readouterr().err  # the error names the option
 
 
@@ -230,14 +237,48 @@ def test_scvi_benchmark_without_scvi_tools_leaves_the_comparison_alone(tmp_path,
     assert "| training cells per second | 9000 | 9000 | 1.00x |" in (tmp_path / "scvi.md").read_text()
 
 
-@pytest.mark.parametrize("given", [["--timing-epochs", "0"], ["--epochs", "0"], ["--mc-samples", "0"]])
-def test_scvi_genes_benchmark_refuses_settings_that_measure_nothing(given, capsys, monkeypatch):
-    import bench_scvi_genes
+BAD_COMMAND_LINES = [  # (script, arguments, what the error must say); bench_scvi(_genes): above
+    ("bench_datasets", ["--cold", "0"], "--cold must be at least 1"),
+    ("bench_datasets", ["--datasets"], "--datasets needs at least one value"),
+    ("bench_actinn", ["--threads", "0"], "--threads must be at least 1"),
+    ("bench_actinn", ["--folds", "1"], "--folds must be at least 2"),
+    ("bench_factor", ["--repeats", "0"], "--repeats must be at least 1"),
+    ("bench_factor", ["--only", "no such case"], "matches no case"),
+    ("bench_grading", ["--class-size", "0"], "--class-size must be at least 1"),
+    ("bench_grading", ["--jobs", "0"], "--jobs must be at least 1"),
+    ("bench_grading", ["--lesson", "07_nothing"], "invalid choice"),
+    ("bench_likelihood", ["--before", "{root}", "--rounds", "0"], "--rounds must be at least 1"),
+    ("bench_machine", ["--rounds", "0"], "--rounds must be at least 1"),
+    ("bench_notebook_spread", ["--report"], "--report needs the names"),
+    ("bench_notebook_spread", ["--lessons", "07_nothing"], "invalid choice"),
+    ("bench_notebooks", ["--repeats", "0"], "--repeats must be at least 1"),
+    ("bench_scaling", ["--sizes", "1"], "--sizes must be at least 100"),
+    ("bench_scvi_compile", ["--threads", "0"], "--threads must be at least 1"),
+    ("bench_scvi_paired", ["--before", "{root}", "--epochs", "2"], "--epochs must be at least 3"),
+    ("bench_scvi_paired", ["--before", "{root}", "--after", "{root}/no-such-copy"], "--after"),
+    ("bench_threads", ["--rounds", "0"], "--rounds must be at least 1"),
+    ("bench_threads", ["--trainers"], "--trainers needs at least one value"),
+    ("run_all", ["--only", "no_such_benchmark"], "not a benchmark that runs here"),
+    ("run_all", ["--only"], "--only needs the names"),
+]
 
-    monkeypatch.setattr(bench_scvi_genes, "run", lambda args: pytest.fail(f"{given} was not refused"))
-    with pytest.raises(SystemExit):
-        bench_scvi_genes.main(given)
-    assert given[0] in capsys.readouterr().err
+
+@pytest.mark.parametrize("script, given, says", BAD_COMMAND_LINES,
+                         ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_benchmark_command_lines_that_would_measure_nothing_are_refused(script, given, says, tmp_path):
+    """Each refusal comes from argparse before any work, names the option, exits with status 2. The scripts run
+    from a copy of benchmarks/, so that one which stopped refusing would write its results there, not here."""
+    import shutil
+    import subprocess
+
+    shutil.copytree(ROOT / "benchmarks", tmp_path / "benchmarks",
+                    ignore=shutil.ignore_patterns("results", "__pycache__"))
+    for folder in ("lessons", "tests"):  # read at import: the lessons' names, the notebook tolerances
+        (tmp_path / folder).symlink_to(ROOT / folder)
+    args = [a.format(root=ROOT) for a in given]
+    res = subprocess.run([sys.executable, str(tmp_path / "benchmarks" / f"{script}.py"), *args], capture_output=True,
+                         text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2 and says in res.stderr, (res.returncode, res.stderr[-800:])
 
 
 def test_worst_case_reads_the_upper_end_of_the_interval():
