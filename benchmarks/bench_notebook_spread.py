@@ -133,6 +133,8 @@ def covered(source: str, stored: str, new: str) -> str:
 
 
 def run(lessons, seeds, variants, out_name="notebook_spread"):
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+
     rows = []
     for lesson in lessons:
         path = ROOT / "solutions" / lesson / f"{lesson}.ipynb"
@@ -145,7 +147,9 @@ def run(lessons, seeds, variants, out_name="notebook_spread"):
                 try:
                     nb = execute(reseed(stored_nb, seed), {"OMP_WAIT_POLICY": "PASSIVE", **env}, Path(tmp))
                     error = ""
-                except Exception as exc:  # a failing run is a result too: report it (its last line), go on
+                except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+                    # a failing run is a result too: report it (its last line), go on. Anything else (such as
+                    # nbclient stopping the kernel on SIGTERM or Ctrl-C) stops the measurement
                     lines = [l for l in str(exc).splitlines() if l.strip()]
                     nb, error = None, f"{type(exc).__name__}: {lines[-1][:300] if lines else ''}"
                 seconds = time.perf_counter() - start

@@ -237,6 +237,32 @@ def test_scvi_benchmark_without_scvi_tools_leaves_the_comparison_alone(tmp_path,
     assert "| training cells per second | 9000 | 9000 | 1.00x |" in (tmp_path / "scvi.md").read_text()
 
 
+def test_notebook_spread_records_a_failing_notebook_and_stops_when_it_is_interrupted(tmp_path, monkeypatch):
+    """A notebook that fails is a result (a row saying why); anything else, such as nbclient shutting the kernel
+    down on SIGTERM, stops the measurement instead of being recorded as a failed run."""
+    import bench_notebook_spread
+    import common
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    lesson = "01_logistic_regression"
+
+    def failing(nb, env, folder):
+        raise CellExecutionError("ValueError: the cell failed", "", "ValueError")
+
+    monkeypatch.setattr(bench_notebook_spread, "execute", failing)
+    bench_notebook_spread.run([lesson], [1], [], out_name="spread")
+    assert "the cell failed" in (tmp_path / "spread.csv").read_text()
+
+    def interrupted(nb, env, folder):
+        raise AssertionError  # what a kernel shut down under nbclient's feet gave
+
+    monkeypatch.setattr(bench_notebook_spread, "execute", interrupted)
+    with pytest.raises(AssertionError):
+        bench_notebook_spread.run([lesson], [1], [], out_name="spread2")
+    assert not (tmp_path / "spread2.csv").exists()
+
+
 BAD_COMMAND_LINES = [  # (script, arguments, what the error must say); bench_scvi(_genes): above
     ("bench_datasets", ["--cold", "0"], "--cold must be at least 1"),
     ("bench_datasets", ["--datasets"], "--datasets needs at least one value"),
