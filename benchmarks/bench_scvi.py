@@ -576,15 +576,8 @@ def main(argv=None) -> None:
     p.add_argument("--mc-samples", type=int, default=100, help="importance samples for log p(x)")
     p.add_argument("--import-reps", type=int, default=3)
     args = p.parse_args(argv)
-    if args.jobs < 1 or args.threads < 1:
-        p.error(f"--jobs and --threads must be at least 1, got --jobs {args.jobs} --threads {args.threads}")
-    for name in ("epochs", "rounds", "mc_samples", "import_reps"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    check_args(p, args, {"seeds": 0, "warmup": 0})
-    if args.timing_epochs < 2:
-        p.error(f"--timing-epochs must be at least 2 (the first epoch of each run is dropped as warm-up), "
-                f"got {args.timing_epochs}")
+    check_args(p, args, {"jobs": 1, "threads": 1, "epochs": 1, "rounds": 1, "mc_samples": 1, "import_reps": 1,
+                         "timing_epochs": 2, "seeds": 0, "warmup": 0})  # (each run's first epoch is dropped)
     run(args)
 
 

@@ -472,12 +472,8 @@ def main(argv=None) -> None:
     if args.worker:
         print(json.dumps(throughput_worker(json.loads(args.worker))))
         return
-    if args.jobs < 1 or args.threads < 1 or args.rounds < 0:
-        p.error("--jobs and --threads must be at least 1, --rounds at least 0")
-    check_args(p, args, {"seeds": 0, "trajectory_steps": 0})
-    for name in ("timing_epochs", "epochs", "mc_samples"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    check_args(p, args, {"jobs": 1, "threads": 1, "rounds": 0, "timing_epochs": 1, "epochs": 1, "mc_samples": 1,
+                         "seeds": 0, "trajectory_steps": 0})  # (0 rounds: no throughput rounds)
     if args.before and not (Path(args.before) / "sclecture" / "scvi.py").exists():
         p.error(f"--before {args.before}: no sclecture/scvi.py there")
     if importlib.util.find_spec("scvi") is None:
