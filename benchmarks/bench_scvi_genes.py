@@ -58,7 +58,6 @@ import json
 import re
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,7 +68,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_scvi  # noqa: E402  (Course, Peer, module_check, copy_peer_weights, welch_interval)
-from common import SETTINGS, check_args, top_variance_genes  # noqa: E402
+from common import SETTINGS, check_args, package_worker, top_variance_genes  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -125,18 +124,7 @@ def throughput_worker(spec: dict) -> dict:
 
 def run_worker(spec: dict, before: str | None) -> dict:
     """One throughput fit in a fresh interpreter (the older package first on the path for 'before')."""
-    paths = [before] if spec["impl"] == "before" else [str(ROOT)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "PYTHONWARNINGS": "ignore"}
-    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-                         capture_output=True, text=True, env=env, cwd=ROOT)
-    if res.returncode != 0:
-        raise RuntimeError(f"throughput worker {spec} failed:\n{res.stderr[-3000:]}")
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    expected = Path(before if spec["impl"] == "before" else ROOT).resolve() / "sclecture"
-    if Path(out["sclecture"]).resolve() != expected:
-        raise RuntimeError(f"the {spec['impl']} worker imported sclecture from {out['sclecture']}, not {expected}")
-    return out
+    return package_worker(__file__, spec, before if spec["impl"] == "before" else ROOT, f"{spec['impl']} worker")
 
 
 # --------------------------------------------------------------------------- quality, one full fit per seed

@@ -118,6 +118,25 @@ def run_measured(cmd: list[str], cwd: Path | None = None, env: dict | None = Non
     return seconds, mem.peak
 
 
+def package_worker(script: str, spec: dict, folder: Path, what: str) -> dict:
+    """``script --worker <spec as JSON>`` in a fresh interpreter that imports sclecture from ``folder``: the dict
+    its last output line holds. Refuses an answer from another copy of the package (the worker reports its
+    ``sclecture`` folder)."""
+    import json
+
+    folder = Path(folder).resolve()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           "PYTHONWARNINGS": "ignore"}
+    res = subprocess.run([sys.executable, str(Path(script).resolve()), "--worker", json.dumps(spec)],
+                         capture_output=True, text=True, env=env, cwd=ROOT)  # (relative data paths as set)
+    if res.returncode != 0:
+        raise RuntimeError(f"{what} {spec} failed:\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if Path(out["sclecture"]).resolve() != folder / "sclecture":
+        raise RuntimeError(f"the {what} imported sclecture from {out['sclecture']}, not {folder / 'sclecture'}")
+    return out
+
+
 def write_table(name: str, title: str, rows: list[dict], notes: str = "") -> Path:
     """benchmarks/results/<name>.csv and .md, with the machine line."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,8 @@
 Each bench_*.py writes benchmarks/results/<name>.md and .csv itself; this script runs them
 one after another (never in parallel: they time the machine), draws the figures
 (benchmarks/plots.py) and writes the summary. The before/after instruments (``BEFORE_AFTER``)
-compare the package with an older copy of it that only their user can name (``--before``), so
-they run by hand, not here.
+compare the package with an older copy of it that only their user can name (``--before``, or the
+stored seeds to refit, ``--seeds``), so they run by hand, not here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, ROOT, machine  # noqa: E402
 
 ORDER = ["bench_datasets", "bench_factor", "bench_actinn", "bench_scvi", "bench_scaling", "bench_machine", "bench_notebooks"]
-BEFORE_AFTER = {"bench_likelihood", "bench_scvi_paired"}  # need --before PATH
+BEFORE_AFTER = {"bench_likelihood", "bench_scvi_paired", "bench_scvi_seed_pairs"}  # need --before PATH or --seeds
 
 
 def main() -> None:
@@ -41,7 +41,7 @@ def main() -> None:
         if unknown:
             ap.error(f"--only {' '.join(unknown)}: not a benchmark that runs here; choose among "
                      + ", ".join(n.removeprefix("bench_") for n in names)
-                     + f" (the before/after ones, {', '.join(sorted(BEFORE_AFTER))}, run by hand with --before)")
+                     + f" (the before/after ones, {', '.join(sorted(BEFORE_AFTER))}, run by hand)")
         names = [n for n in names if n in args.only or n.removeprefix("bench_") in args.only]
     if args.summary:
         names = []

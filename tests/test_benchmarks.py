@@ -276,6 +276,9 @@ BAD_COMMAND_LINES = [  # (script, arguments, what the error must say); bench_scv
     ("bench_scvi_compile", ["--threads", "0"], "--threads must be at least 1"),
     ("bench_scvi_paired", ["--before", "{root}", "--epochs", "2"], "--epochs must be at least 3"),
     ("bench_scvi_paired", ["--before", "{root}", "--after", "{root}/no-such-copy"], "--after"),
+    ("bench_scvi_seed_pairs", [], "--seeds: name the stored seeds"),
+    ("bench_scvi_seed_pairs", ["--seeds", "1", "2", "3", "--jobs", "0"], "--jobs must be at least 1"),
+    ("bench_scvi_seed_pairs", ["--seeds", "1", "2", "3", "--after", "{root}/no-such-copy"], "--after"),
     ("bench_threads", ["--rounds", "0"], "--rounds must be at least 1"),
     ("bench_threads", ["--trainers"], "--trainers needs at least one value"),
     ("run_all", ["--only", "no_such_benchmark"], "not a benchmark that runs here"),
@@ -410,3 +413,121 @@ def test_paired_epochs_take_turns_and_tell_a_change_of_arithmetic(tmp_path):
 
     s = bench_scvi_paired.summary({"before": [9.0, 1.0, 2.0, 4.0], "after": [1.0, 1.1, 2.2, 4.4]})
     assert s["pairs"] == 3 and s["median_ratio"] == pytest.approx(1.1) and s["ci"][0] == pytest.approx(1.1)
+
+
+def test_seed_pairs_interval_is_its_formula_and_covers_the_true_difference():
+    """The paired estimate of new minus scvi-tools: its variance is the module's formula, its 95 % interval
+    covers the true difference about 95 % of the time, and pairing makes it far narrower than Welch's on the
+    new seeds alone."""
+    import bench_scvi_seed_pairs as sp
+
+    rng = np.random.default_rng(0)
+    true_old, shift, true_peer = 1498.8, 0.2, 1498.9
+
+    def draw(m=12):
+        old = dict(enumerate(rng.normal(true_old, 2.3, 200)))  # seeds spread by 2.3 nats, as measured
+        new = {s: old[s] + shift + rng.normal(0, 0.3) for s in range(m)}  # a rounding change moves each by ~0.3
+        peer = dict(enumerate(rng.normal(true_peer, 2.3, 200)))
+        return new, old, peer
+
+    new, old, peer = draw()
+    r = sp.paired_interval(new, old, peer)
+    diff = np.array([new[s] - old[s] for s in range(12)])
+    o, p = np.array(list(old.values())), np.array(list(peer.values()))
+    cov = max(np.cov(diff, [old[s] for s in range(12)])[0, 1], 0)
+    var = diff.var(ddof=1) / 12 + o.var(ddof=1) / 200 + p.var(ddof=1) / 200 + 2 * cov / 200
+    assert r["d"] == pytest.approx(diff.mean() + o.mean() - p.mean())
+    assert r["hi"] - r["d"] == pytest.approx(stats.t.ppf(0.975, r["dof"]) * np.sqrt(var))
+    assert r["m"] == 12 and r["n"] == 200 and r["sd_diff"] == pytest.approx(diff.std(ddof=1))
+    _, lo, hi = bench_scvi.welch_interval([new[s] for s in range(12)], p)
+    assert hi - lo > 1.8 * (r["hi"] - r["lo"])  # the 12 new seeds alone, unpaired
+    truth = true_old + shift - true_peer
+    covered = [r["lo"] <= truth <= r["hi"] for r in (sp.paired_interval(*draw()) for _ in range(400))]
+    assert 0.92 <= np.mean(covered) <= 0.985
+    with pytest.raises(ValueError, match="no stored fit"):
+        sp.paired_interval({999: 1.0, 0: 1.0, 1: 1.0}, old, peer)
+    with pytest.raises(ValueError, match="at least 3"):
+        sp.paired_interval({0: 1.0, 1: 1.0}, old, peer)
+
+
+def _stored_quality_csv(path, settings="400 epochs, K=100, 1 thread(s)"):
+    """A bench_scvi_genes quality csv: 6 seeds of each code on pbmc3k-2000, one row of another data set."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dataset", "implementation", "measure", "value", "detail"])
+        w.writerow(["pbmc3k-2000", "check", "eval_diff", 0.01, "seed 0: scored by both"])
+        w.writerow(["zeisel_cortex-558", "sclecture", "neg_marginal_ll", 1200.0, f"seed 0, {settings}"])
+        for impl, base in (("sclecture", 1498.0), ("scvi-tools", 1499.0)):
+            for seed in range(6):
+                for k, v in (("neg_marginal_ll", base + seed), ("neg_elbo", base + 14 + seed), ("ari", 0.5 + seed / 100),
+                             ("nmi", 0.66), ("fit_s", 110.0)):
+                    w.writerow(["pbmc3k-2000", impl, k, v, f"seed {seed}, {settings}, up to 2 fit(s) at a time"])
+
+
+def test_seed_pairs_refit_with_the_stored_settings_and_report_each_pair(tmp_path, monkeypatch):
+    """The run reads the stored fits' settings, refuses to pair with a stored fit that does not reproduce, and
+    writes each seed's pair and the interval."""
+    import bench_scvi_seed_pairs as sp
+
+    _stored_quality_csv(tmp_path / "quality.csv")
+    fits, settings = sp.stored_fits(tmp_path / "quality.csv", "pbmc3k-2000")
+    assert settings == (400, 100, 1) and sorted(fits["sclecture"]) == list(range(6))
+    assert fits["scvi-tools"][2] == {"neg_marginal_ll": 1501.0, "neg_elbo": 1515.0, "ari": 0.52, "nmi": 0.66}
+    before, after = tmp_path / "before", tmp_path / "after"
+    for folder in (before, after):
+        (folder / "sclecture").mkdir(parents=True)
+        (folder / "sclecture" / "scvi.py").touch()
+    calls, drift = [], {"before": 0.1}
+
+    def fake_fit(spec, folder):  # stands for a refit: the stored code gives the stored value (+ drift), the new
+        calls.append((spec, folder))  # one 0.0, 0.1, 0.2 more for seeds 1, 2, 3
+        extra = drift["before"] if folder == before else 0.1 * (spec["seed"] - 1)
+        return {"neg_marginal_ll": 1498.0 + spec["seed"] + extra, "neg_elbo": 1512.0 + spec["seed"], "ari": 0.4,
+                "nmi": 0.6}
+
+    monkeypatch.setattr(sp, "RESULTS", tmp_path)
+    monkeypatch.setattr(sp, "fit", fake_fit)
+    with pytest.raises(SystemExit, match="do not reproduce"):
+        sp.main(["--against", "quality", "--seeds", "1", "2", "3", "--check-before", str(before), "--after", str(after)])
+    assert not (tmp_path / "scvi_seed_pairs.md").exists()
+    drift["before"], calls[:] = 0.0, []
+    sp.main(["--against", "quality", "--seeds", "3", "1", "2", "--check-before", str(before), "--after", str(after),
+             "--jobs", "2"])
+    assert calls[0][0]["seed"] == 3 and calls[0][1] == before
+    assert sorted(c[0]["seed"] for c in calls[1:]) == [1, 2, 3] and all(c[1] == after for c in calls[1:])
+    assert all(c[0]["epochs"] == 400 and c[0]["mc_samples"] == 100 and c[0]["threads"] == 1 for c in calls)
+    md = (tmp_path / "scvi_seed_pairs.md").read_text()
+    assert "Seed 3 refitted with" in md and "| 2 | 1500.000 | 1500.100 | +0.100 |" in md
+    assert "mean +0.100, sd 0.100" in md  # the differences 0.0, 0.1, 0.2
+    assert "new 0.400 ± 0.000 (3 seeds), stored 0.525, scvi-tools 0.525 ± 0.019" in md
+    assert "(the scvi-tools seeds do not spread)" in md  # NMI: every stored seed 0.66
+    rows = (tmp_path / "scvi_seed_pairs.csv").read_text().splitlines()
+    assert rows[0] == "seed,measure,stored,new,new_minus_stored" and len(rows) == 1 + 3 * 4
+    calls[:] = []  # --resume keeps the three refits, fits only seed 4, and titles the report with --label
+    sp.main(["--against", "quality", "--seeds", "1", "2", "3", "4", "--after", str(after), "--resume", "--label", "X"])
+    assert [(c[0]["seed"], c[1]) for c in calls] == [(4, after)]
+    md = (tmp_path / "scvi_seed_pairs.md").read_text()
+    assert md.startswith("## Held-out likelihood of X by seed pairs") and "| 4 | 1502.000 | 1502.300 | +0.300 |" in md
+    _stored_quality_csv(tmp_path / "mixed.csv")
+    with open(tmp_path / "mixed.csv", "a") as f:
+        f.write('pbmc3k-2000,sclecture,neg_marginal_ll,1490,"seed 9, 200 epochs, K=100, 1 thread(s)"\n')
+    with pytest.raises(SystemExit, match="different settings"):
+        sp.stored_fits(tmp_path / "mixed.csv", "pbmc3k-2000")
+
+
+def test_seed_pairs_fit_runs_the_named_copy_of_the_package(tmp_path):
+    """A real (tiny) fit in a fresh interpreter: the copy under test is the one imported, and its numbers come back."""
+    import shutil
+
+    import bench_scvi_seed_pairs as sp
+
+    shutil.copytree(ROOT / "sclecture", tmp_path / "sclecture", ignore=shutil.ignore_patterns("__pycache__"))
+    values = sp.fit({"dataset": "zeisel_cortex-558", "epochs": 2, "mc_samples": 2, "threads": 1, "seed": 1}, tmp_path)
+    assert set(sp.MEASURES) <= set(values) and np.isfinite(values["neg_marginal_ll"])
+    shutil.rmtree(tmp_path / "sclecture")
+    (tmp_path / "sclecture").mkdir()
+    (tmp_path / "sclecture" / "__init__.py").write_text("raise ImportError('not this copy')\n")
+    with pytest.raises(RuntimeError, match="failed"):
+        sp.fit({"dataset": "zeisel_cortex-558", "epochs": 2, "mc_samples": 2, "threads": 1, "seed": 1}, tmp_path)
