@@ -191,7 +191,7 @@ def main(argv=None) -> None:
         return
     if args.seeds is None:
         p.error("--seeds: name the stored seeds to refit (at least 3)")
-    check_args(p, args, {"jobs": 1}, nonempty=("seeds",))
+    check_args(p, args, {"jobs": 1})  # (--seeds takes one value or more: argparse refuses it empty)
     for option, folder in (("--after", args.after), ("--check-before", args.check_before)):
         if folder is not None and not (Path(folder) / "sclecture" / "scvi.py").exists():
             p.error(f"{option} {folder}: no sclecture/scvi.py there")
