@@ -32,6 +32,7 @@ from torch import nn
 
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from . import _native
 from ._validation import check_choice, check_counts, check_fitted, check_positive, is_anndata, obs_column
 from .base import SaveLoadMixin, StoreMixin
 from .distributions import _log_nb, _log_poisson, _log_zinb
@@ -219,7 +220,8 @@ class CountTerms:
                         else nonzero_index.reshape(-1))
             # the index ascends, so each cell's entries lie between n * n_genes and (n + 1) * n_genes
             row_starts = torch.arange(x2.shape[0] + 1, device=x2.device) * x2.shape[1]
-            self.row_counts = torch.searchsorted(self.idx, row_starts).diff()
+            self.starts = torch.searchsorted(self.idx, row_starts)  # cell n's entries: starts[n] .. starts[n + 1] - 1
+            self.row_counts = self.starts.diff()
             self.rows = torch.repeat_interleave(torch.arange(x2.shape[0], device=x2.device), self.row_counts)
             self.genes = self.idx - self.rows * x2.shape[1]
             self.x = x2.reshape(-1).index_select(0, self.idx)
@@ -267,7 +269,10 @@ class _ZINBLogLik(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, mu, theta, pi_logits, terms: CountTerms):
+    def forward(ctx, mu, theta, pi_logits, terms: CountTerms, lib=None):
+        ctx.lib = lib
+        if lib is not None:  # the same sums in the compiled loops of _native.c (float32, zero-inflated)
+            return _native_forward(ctx, lib, mu, theta, pi_logits, terms)
         tiny = torch.finfo(mu.dtype).tiny
         r = mu / theta  # mu / theta
         sp = torch.log1p(r)  # log(1 + mu / theta) = -log(theta / (theta + mu))
@@ -297,6 +302,14 @@ class _ZINBLogLik(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        if ctx.lib is not None:  # d/d mu, d/d eta and d/d theta per entry were saved; times grad_out per cell
+            d_mu, d_eta, d_theta = ctx.saved_tensors
+            n, g = d_mu.shape
+            g_mu, g_eta, g_theta = torch.empty_like(d_mu), torch.empty_like(d_eta), d_theta.new_empty(g)
+            go = grad_out.contiguous()  # (a name keeps the copy alive while C reads it)
+            ctx.lib.scale_by_cell(*_pointers(go, d_mu, d_eta, d_theta), n, g,
+                                  *_pointers(g_mu, g_eta, g_theta))
+            return g_mu, g_theta, g_eta, None, None
         terms = ctx.terms
         n, g = terms.shape
         if ctx.zi:
@@ -328,7 +341,70 @@ class _ZINBLogLik(torch.autograd.Function):
             dig = _digamma_above_one((x + th).add_(terms.zero)).addcdiv_(terms.zero, th.expand(n, g), value=-1)
             g_theta += terms.gene_sums(dig.sub_(xq_t).mul_(gk))
             g_theta -= torch.digamma(theta) * grad_out.sum()
-        return g_mu, g_theta, g_eta, None
+        return g_mu, g_theta, g_eta, None, None
+
+
+def _pointers(*tensors):
+    """The addresses of tensors that C reads as plain arrays: the caller holds each tensor while C runs."""
+    for t in tensors:
+        if not t.is_contiguous() or t.device.type != "cpu":
+            raise ValueError("the compiled loops read contiguous CPU tensors only")
+    return [t.data_ptr() for t in tensors]
+
+
+def _native_forward(ctx, lib, mu, theta, eta, terms: CountTerms):
+    """_ZINBLogLik.forward in _native.c's loops: the per-cell sums, and the derivatives of each entry's term by
+    mu, eta and theta, kept for the backward."""
+    n, g = terms.shape
+    mu, theta, eta = mu.contiguous(), theta.contiguous(), eta.contiguous()
+    out, d_mu, d_eta, d_theta = mu.new_empty(n), torch.empty_like(mu), torch.empty_like(mu), torch.empty_like(mu)
+    zero = terms.zero.contiguous()
+    lib.zinb_all_entries(*_pointers(mu, theta, eta, zero), n, g,
+                         *_pointers(out, d_mu, d_eta, d_theta))
+    # n_genes values: lgamma, log and digamma of theta
+    per_gene = [torch.lgamma(theta), torch.log(theta.clamp_min(torch.finfo(mu.dtype).tiny)), torch.digamma(theta)]
+    x, log_x_fact = terms.x.contiguous(), terms.log_x_fact.contiguous()
+    if terms.sparse:
+        where = [t.contiguous() for t in (terms.idx, terms.genes, terms.starts)]
+        lib.nb_nonzero_sparse(*_pointers(x, mu, *where, theta, *per_gene, log_x_fact), n, *_pointers(out, d_mu, d_theta))
+    else:
+        lib.nb_nonzero_dense(*_pointers(x, mu, theta, *per_gene, log_x_fact), n, g, *_pointers(out, d_mu, d_theta))
+    ctx.save_for_backward(d_mu, d_eta, d_theta)
+    return out
+
+
+def _uses_native(mu, theta, pi_logits, terms: CountTerms) -> bool:
+    """The compiled loops take float32 CPU tensors, with zero inflation; the index tensors must be int64."""
+    tensors = [mu, theta, pi_logits, terms.x, terms.log_x_fact, terms.zero]
+    return (pi_logits is not None and all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+            and (not terms.sparse or all(t.dtype == torch.int64 for t in (terms.idx, terms.genes, terms.starts))))
+
+
+def _native_matches_torch(lib) -> str | None:
+    """None when ``lib`` gives the torch code's values and gradients (to 1e-4) on a small mixed input, dense and
+    sparse; else what differs. _native.library() runs it once, before it lets training use the loops."""
+    gen = torch.Generator().manual_seed(0)
+    n, g = 16, 67
+    x = torch.poisson(torch.rand(n, g, generator=gen) ** 4 * 50, generator=gen)
+    x[0, :5] = torch.tensor([0.0, 1.0, 7000.0, 3.0, 0.0])
+    mu = torch.rand(n, g, generator=gen) * 20 + 1e-3
+    theta = torch.exp(torch.randn(g, generator=gen) * 3)
+    eta = torch.randn(n, g, generator=gen) * 4
+    for sparse_below in (1.0, 0.0):
+        layout = type("Layout", (CountTerms,), {"SPARSE_BELOW": sparse_below})  # nonzero entries, then dense
+        results = []
+        for which in (lib, None):
+            args = [t.clone().requires_grad_() for t in (mu, theta, eta)]
+            terms = layout(x)
+            out = _ZINBLogLik.apply(args[0], args[1], args[2], terms, which)
+            grads = torch.autograd.grad((out * torch.linspace(0.5, 1.5, n)).sum(), args)
+            results.append([out.detach(), *grads])
+        for name, a, b in zip(("value", "d/d mu", "d/d theta", "d/d eta"), *results):
+            if not torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max())):
+                where = "nonzero entries" if sparse_below == 1.0 else "dense"
+                return (f"the compiled loops' {name} ({where}) differ from the torch code's by "
+                        f"{float((a - b).abs().max()):.3g}")
+    return None
 
 
 def zinb_log_likelihood(x, mu, theta, pi_logits=None, terms: CountTerms | None = None) -> torch.Tensor:
@@ -342,7 +418,8 @@ def zinb_log_likelihood(x, mu, theta, pi_logits=None, terms: CountTerms | None =
     mu = mu.expand(x.shape).reshape(n, g)
     pi_logits = None if pi_logits is None else pi_logits.expand(x.shape).reshape(n, g)
     theta = torch.as_tensor(theta, dtype=mu.dtype, device=mu.device).expand(g)
-    return _ZINBLogLik.apply(mu, theta, pi_logits, terms).reshape(x.shape[:-1])
+    lib = _native.library() if _uses_native(mu, theta, pi_logits, terms) else None
+    return _ZINBLogLik.apply(mu, theta, pi_logits, terms, lib).reshape(x.shape[:-1])
 
 
 # ---------------------------------------------------------------------------------------

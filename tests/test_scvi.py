@@ -122,13 +122,16 @@ def test_fast_likelihood_matches_the_plain_formulas(zero_inflated, shape, sparse
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=lambda m, name=name: f"d/d {name}: {m}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("zero_inflated", [True, False])
 @pytest.mark.parametrize("sparse_below", [1.0, 0.0], ids=["nonzero-entries", "dense"])
-def test_fast_likelihood_updates_only_its_own_temporaries(zero_inflated, sparse_below, monkeypatch):
+def test_fast_likelihood_updates_only_its_own_temporaries(zero_inflated, sparse_below, dtype, monkeypatch):
     """The likelihood updates its temporaries in place: its inputs, the counts and what it saved for backward
-    stay as they were, so a second backward through the same graph gives the same gradients."""
+    stay as they were, so a second backward through the same graph gives the same gradients (float32 with zero
+    inflation: in the compiled loops, where they are built)."""
     monkeypatch.setattr(scvi.CountTerms, "SPARSE_BELOW", sparse_below)
-    x, mu, theta, eta = _likelihood_inputs(7, (12, 30))
+    x, mu, theta, eta = _likelihood_inputs(7, (12, 30), dtype=dtype)
+    x = x.to(dtype)
     args = [mu.requires_grad_(), theta.requires_grad_()] + ([eta.requires_grad_()] if zero_inflated else [])
     before = [t.detach().clone() for t in (x, *args)]
     terms = scvi.CountTerms(x)
