@@ -48,4 +48,7 @@ def versions() -> dict[str, str]:
 
     dev = get_device()
     out["device"] = f"cuda ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "cpu"
+    from ._native import status
+
+    out["scVI on CPU"] = status()  # its likelihood in compiled loops, or in torch code (and why)
     return out

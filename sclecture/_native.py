@@ -70,21 +70,23 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 def build(folder: Path | None = None, compile_flags: list[str] | None = None) -> Path:
     """Compile ``_native.c`` (unless already built) and return the shared library's path. ``folder``: where
-    to keep it (default ``<cache_dir()>/native``); ``compile_flags`` replace :data:`COMPILE` (tests build
-    for other CPUs). Raises RuntimeError naming the compiler's complaint."""
+    to keep it (default ``<cache_dir()>/native``; when it may not be written, a fresh temporary folder);
+    ``compile_flags`` replace :data:`COMPILE` (tests build for other CPUs). Raises RuntimeError naming the
+    compiler's complaint."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found: install gcc, or name one in the CC environment variable")
     flags = COMPILE if compile_flags is None else list(compile_flags)
     version = _run([cc, "--version"]).stdout
     key = hashlib.sha256("\0".join([SOURCE.read_text(), cc, version, *flags, *LINK, _cpu()]).encode()).hexdigest()
-    if folder is None:
-        from .datasets import cache_dir
+    from .datasets import _writable, cache_dir
 
-        folder = cache_dir() / "native"
-    target = Path(folder) / f"sclecture_native_{key[:16]}.so"
+    folder = Path(cache_dir() / "native" if folder is None else folder)
+    target = folder / f"sclecture_native_{key[:16]}.so"
     if target.exists():
         return target
+    if not _writable(folder):  # a read-only cache (a shared one, a sandbox's): build for this process alone
+        target = Path(tempfile.mkdtemp(prefix="sclecture-native-")) / target.name
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then moved in one step
         obj, lib = Path(tmp) / "native.o", Path(tmp) / "native.so"
@@ -126,9 +128,9 @@ def library() -> ctypes.CDLL | None:
 
 
 def status() -> str:
-    """Whether scVI's likelihood runs compiled loops here, and if not, why."""
+    """What computes scVI's likelihood on a CPU here: "compiled loops", or "torch code: <why not the loops>"."""
     library()
-    return "compiled loops in use" if _state["lib"] is not None else f"torch code in use: {_state['why']}"
+    return "compiled loops" if _state["lib"] is not None else f"torch code: {_state['why']}"
 
 
 def reset() -> None:

@@ -265,7 +265,8 @@ class _ZINBLogLik(torch.autograd.Function):
 
     -theta sp and the zero inflation are computed for every entry; the other terms are 0 where x = 0, so
     for mostly-zero counts they are computed on the nonzero entries only, and lgamma(theta),
-    digamma(theta) once per gene.
+    digamma(theta) once per gene. ``lib`` (float32 and zero inflation only, from :mod:`sclecture._native`):
+    the same sums and derivatives in its compiled loops, one pass over the entries for each part.
     """
 
     @staticmethod

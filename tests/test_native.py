@@ -83,6 +83,21 @@ def test_loops_match_the_plain_formulas(march, sparse, tmp_path):
 
 
 @needs_compiler
+@pytest.mark.parametrize("sparse", [True, False], ids=["nonzero-entries", "dense"])
+def test_a_nan_reaches_the_same_cells_as_in_the_torch_code(sparse):
+    """-ffast-math lets the compiler assume there is no NaN; a diverging fit must still show one in its loss, which
+    stops training (sclecture.training names the step)."""
+    lib = _native.library()
+    x, mu, theta, eta = (t.float() for t in _likelihood_inputs(2, (12, 50)))
+    for which in range(3):
+        args = [t.clone() for t in (mu, theta, eta)]
+        args[which].view(-1)[7] = float("nan")  # an entry of cell 0 (for theta: gene 7, in every cell)
+        nan_cells = [scvi._ZINBLogLik.apply(*args, _layout(sparse)(x), code).isnan().nonzero().flatten().tolist()
+                     for code in (lib, None)]
+        assert nan_cells[0] == nan_cells[1] == ([0] if which != 1 else list(range(12)))
+
+
+@needs_compiler
 def test_training_uses_the_loops_and_trains_as_the_torch_code_does(monkeypatch):
     """A fit calls the loops where they are built; with SCLECTURE_NATIVE=0 it does not; the two fits follow each
     other to float32 rounding."""
@@ -155,6 +170,11 @@ def test_built_once_per_source_flags_and_cpu(tmp_path):
     assert _native.build(tmp_path) == first and first.stat().st_mtime_ns == stamp  # not rebuilt
     other = _native.build(tmp_path, _flags("sse2"))
     assert other != first and sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, other.name])
+    shared = tmp_path / "read-only"
+    shared.mkdir()
+    shared.chmod(0o555)  # a cache this user may not write: built elsewhere, and the folder is left as it was
+    aside = _native.build(shared)
+    assert aside.parent != shared and not list(shared.iterdir()) and _native.load(aside).scale_by_cell
 
 
 LOAD_AND_MULTIPLY = """

@@ -55,6 +55,10 @@ def test_versions_report():
     assert v["sclecture"] == sclecture.__version__
     assert v["torch"].startswith(torch.__version__.split("+")[0])
     assert v["device"].split()[0] in {"cpu", "cuda"}
+    from sclecture import _native
+
+    buildable = _native._unsupported() is None and _native._compiler() is not None
+    assert v["scVI on CPU"] == "compiled loops" if buildable else v["scVI on CPU"].startswith("torch code: ")
 
 
 def test_quick_mode(monkeypatch):

@@ -53,7 +53,8 @@ out = {"uid": os.getuid(), "cwd": os.getcwd(), "root": sorted(os.listdir("/")),
        "repo": sorted(os.listdir(sys.argv[1])) if os.path.exists(sys.argv[1]) else None,
        "processes": len([p for p in os.listdir("/proc") if p.isdigit()])}
 import sclecture
-out["package"] = sclecture.__file__
+from sclecture import _native
+out["package"], out["scVI on CPU"] = sclecture.__file__, _native.status()
 for name, path in (("package", sclecture.__file__), ("venv", sys.prefix + "/pyvenv.cfg")):
     try:
         open(path, "a").write("#")
@@ -76,6 +77,7 @@ def test_the_kernel_sees_nothing_of_the_course(settings):
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["package"].startswith("/opt/sclecture-grading/"), out  # the copy, not the checkout
+    assert out["scVI on CPU"] == "torch code: turned off by SCLECTURE_NATIVE=0", out  # no compiler runs inside
     # of the repository only the environment is there when it lives inside it
     assert out["repo"] in (None, [".venv"]), out["repo"]
     assert out["wrote package"] != True and out["wrote venv"] != True, out  # noqa: E712

@@ -312,6 +312,8 @@ def command(settings: Settings, argv: list[str], exe: str | None = None) -> list
         "PYTHONPATH": "/opt/sclecture-grading", "PYTHONNOUSERSITE": "1", "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": f"{INSIDE_HOME}/.matplotlib", "OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "SCLECTURE_RECORD": f"{job}/record.jsonl",
+        # no C compiler runs in the sandbox: scVI's likelihood stays in torch code (sclecture/_native.py)
+        "SCLECTURE_NATIVE": "0",
         "SCLECTURE_CACHE_DIR": INSIDE_CACHE if settings.cache_dir and os.path.isdir(settings.cache_dir)
         else f"{INSIDE_HOME}/cache",
         MARKER: f"{os.path.basename(settings.run_dir)}/{os.path.basename(job)}", **settings.env,
