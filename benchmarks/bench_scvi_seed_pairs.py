@@ -51,7 +51,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import RESULTS, ROOT, SETTINGS, check_args, machine, package_worker  # noqa: E402
+from common import RESULTS, ROOT, SETTINGS, check_args, copy_name, machine, package_worker  # noqa: E402
 
 MEASURES = ("neg_marginal_ll", "neg_elbo", "ari", "nmi")
 
@@ -119,13 +119,21 @@ def fit(spec: dict, folder: Path) -> dict:
     return package_worker(__file__, spec, folder, "fit")["values"]
 
 
-def refits(path: Path, seeds: list[int]) -> dict:
-    """The refits of ``seeds`` that an earlier run wrote to ``path`` (all four measures of a seed, or none)."""
+def refits(path: Path, seeds: list[int], copy: str) -> dict:
+    """The refits of ``seeds`` by ``copy`` (see common.copy_name) that an earlier run wrote to ``path``: all four
+    measures of a seed, or none. Rows of another copy (or of a run that did not record its copy) are left out,
+    and the run says how many."""
     found: dict = {}
+    other = 0
     if path.exists():
         with open(path, newline="") as f:
             for r in csv.DictReader(f):
+                if r.get("copy") != copy:
+                    other += 1
+                    continue
                 found.setdefault(int(r["seed"]), {})[r["measure"]] = float(r["new"])
+    if other:
+        print(f"--resume: {other} row(s) of {path.name} are refits of another copy than {copy}: fitted again")
     return {s: v for s, v in found.items() if s in seeds and set(MEASURES) <= set(v)}
 
 
@@ -133,14 +141,14 @@ def report(args, fits: dict, new: dict, check: str) -> None:
     from bench_scvi_genes import BOUND  # the margin the issue sets, one place
 
     old, peer = fits["sclecture"], fits["scvi-tools"]
-    rows = [{"seed": s, "measure": k, "stored": old[s][k], "new": new[s][k], "new_minus_stored": new[s][k] - old[s][k]}
-            for s in sorted(new) for k in MEASURES]
+    rows = [{"seed": s, "measure": k, "stored": old[s][k], "new": new[s][k], "new_minus_stored": new[s][k] - old[s][k],
+             "copy": args.copy} for s in sorted(new) for k in MEASURES]
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / f"{args.out}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    lines = [f"## Held-out likelihood of {args.label or args.after} by seed pairs ({args.dataset})", "",
+    lines = [f"## Held-out likelihood of {args.label or args.copy} by seed pairs ({args.dataset})", "",
              f"Measured on: {machine()}.", "",
              f"{len(new)} seeds refitted ({', '.join(map(str, sorted(new)))}) and paired with the stored fits of "
              f"results/{args.against}.csv ({len(old)} sclecture and {len(peer)} scvi-tools seeds). {check}", "",
@@ -179,11 +187,11 @@ def main(argv=None) -> None:
     p.add_argument("--jobs", type=int, default=1, help="fits at a time")
     p.add_argument("--check-before", default=None,
                    help="folder holding the code that made the stored fits: its refit of the first seed must match")
-    p.add_argument("--label", default=None, help="what the changed copy is, for the report's title (default: its path)")
+    p.add_argument("--label", default=None, help="what the changed copy is, for the report's title (default: its git commit, else its path)")
     p.add_argument("--out", default="scvi_seed_pairs", help="name of the result files in benchmarks/results")
     p.add_argument("--resume", action="store_true",
-                   help="keep the refits that results/<out>.csv holds (of the same --after copy: give each copy "
-                        "its own --out) and fit only the seeds it lacks")
+                   help="keep the refits that results/<out>.csv holds of the same --after copy (the same commit, "
+                        "or folder outside git) and fit only the seeds it lacks")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -211,9 +219,10 @@ def main(argv=None) -> None:
             raise SystemExit(f"{args.check_before} refits seed {seed} to -log p(x) {again:.4f}, but the stored fit has "
                              f"{stored:.4f}: the stored fits do not reproduce here, so pairs would compare more than "
                              "the change (run where they were made, or refit them)")
-        check = f"Seed {seed} refitted with {args.check_before} reproduces its stored -log p(x) ({again:.4f})."
+        check = f"Seed {seed} refitted with {copy_name(args.check_before)} reproduces its stored -log p(x) ({again:.4f})."
     after, seeds = Path(args.after).resolve(), sorted(set(args.seeds))
-    new = refits(RESULTS / f"{args.out}.csv", seeds) if args.resume else {}
+    args.copy = copy_name(after)
+    new = refits(RESULTS / f"{args.out}.csv", seeds, args.copy) if args.resume else {}
     todo = [s for s in seeds if s not in new]
     print(f"{len(todo)} fit(s) to run", flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -137,6 +137,21 @@ def package_worker(script: str, spec: dict, folder: Path, what: str) -> dict:
     return out
 
 
+def copy_name(folder: Path) -> str:
+    """What a copy of the package is, for a report: its git commit ("1d3669d", "1d3669d + uncommitted changes
+    to sclecture/"), or its folder where it is not a git checkout."""
+    folder = Path(folder).resolve()
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
+
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0 or Path(git("rev-parse", "--show-toplevel").stdout.strip() or "/").resolve() != folder:
+        return str(folder)
+    dirty = git("status", "--porcelain", "--", "sclecture").stdout.strip()
+    return head.stdout.strip() + (" + uncommitted changes to sclecture/" if dirty else "")
+
+
 def write_table(name: str, title: str, rows: list[dict], notes: str = "") -> Path:
     """benchmarks/results/<name>.csv and .md, with the machine line."""
     RESULTS.mkdir(parents=True, exist_ok=True)

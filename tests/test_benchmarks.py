@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import numpy as np
@@ -504,17 +505,42 @@ def test_seed_pairs_refit_with_the_stored_settings_and_report_each_pair(tmp_path
     assert "new 0.400 ± 0.000 (3 seeds), stored 0.525, scvi-tools 0.525 ± 0.019" in md
     assert "(the scvi-tools seeds do not spread)" in md  # NMI: every stored seed 0.66
     rows = (tmp_path / "scvi_seed_pairs.csv").read_text().splitlines()
-    assert rows[0] == "seed,measure,stored,new,new_minus_stored" and len(rows) == 1 + 3 * 4
+    assert rows[0] == "seed,measure,stored,new,new_minus_stored,copy" and len(rows) == 1 + 3 * 4
+    assert md.startswith(f"## Held-out likelihood of {after} by seed pairs")  # a folder outside git: its path
     calls[:] = []  # --resume keeps the three refits, fits only seed 4, and titles the report with --label
     sp.main(["--against", "quality", "--seeds", "1", "2", "3", "4", "--after", str(after), "--resume", "--label", "X"])
     assert [(c[0]["seed"], c[1]) for c in calls] == [(4, after)]
     md = (tmp_path / "scvi_seed_pairs.md").read_text()
     assert md.startswith("## Held-out likelihood of X by seed pairs") and "| 4 | 1502.000 | 1502.300 | +0.300 |" in md
+    calls[:] = []  # another copy resumes nothing: every seed is its own refit
+    sp.main(["--against", "quality", "--seeds", "1", "2", "3", "--after", str(before), "--resume"])
+    assert sorted((c[0]["seed"], c[1]) for c in calls) == [(1, before), (2, before), (3, before)]
     _stored_quality_csv(tmp_path / "mixed.csv")
     with open(tmp_path / "mixed.csv", "a") as f:
         f.write('pbmc3k-2000,sclecture,neg_marginal_ll,1490,"seed 9, 200 epochs, K=100, 1 thread(s)"\n')
     with pytest.raises(SystemExit, match="different settings"):
         sp.stored_fits(tmp_path / "mixed.csv", "pbmc3k-2000")
+
+
+def test_copy_name_is_the_commit_and_says_when_the_package_differs_from_it(tmp_path):
+    """Reports name a copy of the package by its commit (not a path of the machine that ran them)."""
+    from common import copy_name
+
+    assert copy_name(tmp_path) == str(tmp_path.resolve())  # not a git checkout
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True, text=True)
+    git("init", "-q")
+    (tmp_path / "sclecture").mkdir()
+    (tmp_path / "sclecture" / "scvi.py").write_text("A = 1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    head = git("rev-parse", "--short", "HEAD").stdout.strip()
+    assert copy_name(tmp_path) == head
+    (tmp_path / "notes.txt").write_text("not the package\n")  # changes outside sclecture/ do not count
+    assert copy_name(tmp_path) == head
+    (tmp_path / "sclecture" / "scvi.py").write_text("A = 2\n")
+    assert copy_name(tmp_path) == f"{head} + uncommitted changes to sclecture/"
+    (tmp_path / "inner").mkdir()  # a folder inside a checkout is not the checkout's copy
+    assert copy_name(tmp_path / "inner") == str((tmp_path / "inner").resolve())
 
 
 def test_seed_pairs_fit_runs_the_named_copy_of_the_package(tmp_path):
