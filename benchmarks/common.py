@@ -139,7 +139,7 @@ def package_worker(script: str, spec: dict, folder: Path, what: str) -> dict:
 
 def copy_name(folder: Path) -> str:
     """What a copy of the package is, for a report: its git commit ("1d3669d", "1d3669d + uncommitted changes
-    to sclecture/"), or its folder where it is not a git checkout."""
+    to sclecture/ (<hash of those changes>)"), or its folder where it is not a git checkout."""
     folder = Path(folder).resolve()
 
     def git(*args):
@@ -149,7 +149,12 @@ def copy_name(folder: Path) -> str:
     if head.returncode != 0 or Path(git("rev-parse", "--show-toplevel").stdout.strip() or "/").resolve() != folder:
         return str(folder)
     dirty = git("status", "--porcelain", "--", "sclecture").stdout.strip()
-    return head.stdout.strip() + (" + uncommitted changes to sclecture/" if dirty else "")
+    if not dirty:
+        return head.stdout.strip()
+    import hashlib  # two different sets of changes get different names
+
+    diff = hashlib.sha256((dirty + git("diff", "HEAD", "--", "sclecture").stdout).encode()).hexdigest()[:8]
+    return f"{head.stdout.strip()} + uncommitted changes to sclecture/ ({diff})"
 
 
 def write_table(name: str, title: str, rows: list[dict], notes: str = "") -> Path:

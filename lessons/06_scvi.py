@@ -635,9 +635,10 @@ assert_close(grads[0], mu.detach() / 64, rtol=1e-9, name="the gradient of the lo
 # ($z, l, s \to \rho, \mu = l\rho, \theta, \pi$) and a `loss`. Here is one pass over a minibatch of 128 cells; your
 # `scvi_loss` on the module's outputs reproduces the module's own loss.
 #
-# The module's `log_likelihood` is your `log_zinb` summed over genes, computed faster on a CPU: the terms that are 0
-# where $x_{ng} = 0$ only at the nonzero counts, the rest in compiled loops (`sclecture/_native.c`) where the machine
-# can build them (`sclecture.versions()` says whether it did). The course's tests check it against the plain formula.
+# The module's `log_likelihood` is your `log_zinb` summed over genes, computed faster on a CPU: for mostly-zero counts
+# the terms that are 0 where $x_{ng} = 0$ only at the nonzero counts, and each part in one pass of compiled loops
+# (`sclecture/_native.c`) where the machine can build them (`sclecture.versions()` says whether it did). The
+# course's tests check it against the plain formula.
 
 # %%
 # NBVAL_CHECK_OUTPUT

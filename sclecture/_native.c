@@ -37,17 +37,19 @@ void zinb_all_entries(const float *restrict mu, const float *restrict theta, con
 }
 
 /* lgamma(z) for z > 0 without a scalar call: Stirling's series at w = z + 6 >= 6 (error below 1e-9), shifted back
-   with lgamma(z) = lgamma(z + 6) - log(z (z + 1) ... (z + 5)). */
+   with lgamma(z) = lgamma(z + 6) - log(z (z + 1) ... (z + 5)). The products would overflow float32 beyond
+   z = 7e12; there they take z = 1e12, an error of 6 log(z / 1e12) against lgamma(z) > 2.6e13, far below its rounding. */
 static inline float lgamma_shifted(float z) {
-    float w = z + 6.f, iw = 1.f / w, iw2 = iw * iw;
+    float w = z + 6.f, iw = 1.f / w, iw2 = iw * iw, c = fminf(z, 1e12f);
     float stirling = (w - 0.5f) * logf(w) - w + 0.91893853f + iw * (1.f / 12 - iw2 * (1.f / 360 - iw2 / 1260));
-    return stirling - logf(z * (z + 1.f) * (z + 2.f)) - logf((z + 3.f) * (z + 4.f) * (z + 5.f));
+    return stirling - logf(c * (c + 1.f) * (c + 2.f)) - logf((c + 3.f) * (c + 4.f) * (c + 5.f));
 }
 
 /* digamma(z) for z > 0: psi(z) = psi(z + 3) - 1/z - 1/(z + 1) - 1/(z + 2), then psi's asymptotic series at w = z + 3
-   (as sclecture.scvi._digamma_above_one). */
+   (as sclecture.scvi._digamma_above_one). w w would overflow beyond w = 1.8e19 (and -ffast-math's reciprocal of
+   inf is NaN): there the series, below 1e-37, takes w = 1e18. */
 static inline float digamma_shifted(float z) {
-    float w = z + 3.f, shift = 1.f / z + 1.f / (z + 1.f) + 1.f / (z + 2.f), iw2 = 1.f / (w * w);
+    float w = z + 3.f, c = fminf(w, 1e18f), shift = 1.f / z + 1.f / (z + 1.f) + 1.f / (z + 2.f), iw2 = 1.f / (c * c);
     float series = iw2 * (1.f / 12 - iw2 * (1.f / 120 - iw2 * (1.f / 252 - iw2 * (1.f / 240 - iw2 / 132))));
     return logf(w) - 0.5f / w - series - shift;
 }

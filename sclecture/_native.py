@@ -25,6 +25,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("_native.c")
@@ -32,6 +33,7 @@ COMPILE = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-fPIC", "-st
 LINK = ["-shared"]
 
 _state: dict = {}  # "lib": the loaded library or None; "why": what status() reports
+_lock = threading.Lock()  # one thread decides; the others wait for its decision
 
 
 def _unsupported() -> str | None:
@@ -111,19 +113,38 @@ def load(path: Path) -> ctypes.CDLL:
     return lib
 
 
+def _load_built() -> ctypes.CDLL:
+    """load(build()), building again once if the cached file cannot be loaded (cut short, damaged). A library
+    built into a temporary folder (read-only cache) is deleted once loaded: the process keeps it mapped."""
+    path = build()
+    try:
+        lib = load(path)
+    except OSError:
+        path.unlink(missing_ok=True)
+        path = build()
+        lib = load(path)
+    if path.parent.name.startswith("sclecture-native-"):
+        shutil.rmtree(path.parent, ignore_errors=True)
+    return lib
+
+
 def library() -> ctypes.CDLL | None:
     """The loaded library, built on first use; None where it cannot be used (see :func:`status`)."""
-    if "lib" not in _state:
-        _state["lib"], _state["why"] = None, _unsupported()
-        if _state["why"] is None:
-            try:
-                lib = load(build())
-                from .scvi import _native_matches_torch
+    if "lib" in _state:
+        return _state["lib"]
+    with _lock:
+        if "lib" not in _state:
+            why = _unsupported()
+            lib = None
+            if why is None:
+                try:
+                    lib = _load_built()
+                    from .scvi import _native_matches_torch
 
-                _state["why"] = _native_matches_torch(lib)
-                _state["lib"] = lib if _state["why"] is None else None
-            except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-                _state["why"] = f"could not build or load it: {err}"
+                    why = _native_matches_torch(lib)
+                except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+                    why = f"could not build or load it: {err}"
+            _state["why"], _state["lib"] = why, (lib if why is None else None)
     return _state["lib"]
 
 
@@ -136,4 +157,5 @@ def status() -> str:
 def reset() -> None:
     """Forget the decision, so that the next :func:`library` call decides again (tests, after changing the
     environment)."""
-    _state.clear()
+    with _lock:
+        _state.clear()

@@ -218,6 +218,9 @@ class CountTerms:
         if self.sparse:
             self.idx = (torch.nonzero(x2.reshape(-1)).squeeze(1) if nonzero_index is None
                         else nonzero_index.reshape(-1))
+            if nonzero_index is not None and not bool((self.idx[1:] > self.idx[:-1]).all()):
+                raise ValueError("nonzero_index must list distinct flat indices in ascending order "
+                                 "(as torch.nonzero(x.reshape(-1)) does)")
             # the index ascends, so each cell's entries lie between n * n_genes and (n + 1) * n_genes
             row_starts = torch.arange(x2.shape[0] + 1, device=x2.device) * x2.shape[1]
             self.starts = torch.searchsorted(self.idx, row_starts)  # cell n's entries: starts[n] .. starts[n + 1] - 1
@@ -356,7 +359,11 @@ def _pointers(*tensors):
 def _native_forward(ctx, lib, mu, theta, eta, terms: CountTerms):
     """_ZINBLogLik.forward in _native.c's loops: the per-cell sums, and the derivatives of each entry's term by
     mu, eta and theta, kept for the backward."""
+    if not _uses_native(mu, theta, eta, terms):
+        raise ValueError("the compiled loops take float32 CPU tensors with zero-inflation logits and int64 indices")
     n, g = terms.shape
+    if mu.shape != (n, g) or eta.shape != (n, g) or theta.shape != (g,):
+        raise ValueError(f"the compiled loops take mu and eta of shape {(n, g)} and theta of shape {(g,)}")
     mu, theta, eta = mu.contiguous(), theta.contiguous(), eta.contiguous()
     out, d_mu, d_eta, d_theta = mu.new_empty(n), torch.empty_like(mu), torch.empty_like(mu), torch.empty_like(mu)
     zero = terms.zero.contiguous()
@@ -384,27 +391,35 @@ def _uses_native(mu, theta, pi_logits, terms: CountTerms) -> bool:
 def _native_matches_torch(lib) -> str | None:
     """None when ``lib`` gives the torch code's values and gradients (to 1e-4) on a small mixed input, dense and
     sparse; else what differs. _native.library() runs it once, before it lets training use the loops."""
-    gen = torch.Generator().manual_seed(0)
-    n, g = 16, 67
-    x = torch.poisson(torch.rand(n, g, generator=gen) ** 4 * 50, generator=gen)
-    x[0, :5] = torch.tensor([0.0, 1.0, 7000.0, 3.0, 0.0])
-    mu = torch.rand(n, g, generator=gen) * 20 + 1e-3
-    theta = torch.exp(torch.randn(g, generator=gen) * 3)
-    eta = torch.randn(n, g, generator=gen) * 4
-    for sparse_below in (1.0, 0.0):
-        layout = type("Layout", (CountTerms,), {"SPARSE_BELOW": sparse_below})  # nonzero entries, then dense
-        results = []
-        for which in (lib, None):
-            args = [t.clone().requires_grad_() for t in (mu, theta, eta)]
-            terms = layout(x)
-            out = _ZINBLogLik.apply(args[0], args[1], args[2], terms, which)
-            grads = torch.autograd.grad((out * torch.linspace(0.5, 1.5, n)).sum(), args)
-            results.append([out.detach(), *grads])
-        for name, a, b in zip(("value", "d/d mu", "d/d theta", "d/d eta"), *results):
-            if not torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max())):
-                where = "nonzero entries" if sparse_below == 1.0 else "dense"
-                return (f"the compiled loops' {name} ({where}) differ from the torch code's by "
-                        f"{float((a - b).abs().max()):.3g}")
+    with torch.enable_grad(), torch.inference_mode(False):  # whatever mode the first caller is in
+        gen = torch.Generator().manual_seed(0)
+        n, g, f32 = 16, 67, torch.float32
+        x = torch.poisson(torch.rand(n, g, generator=gen, dtype=f32) ** 4 * 50, generator=gen)
+        x[0, :5] = torch.tensor([0.0, 1.0, 7000.0, 3.0, 0.0])
+        mu = torch.rand(n, g, generator=gen, dtype=f32) * 20 + 1e-3
+        theta = torch.exp(torch.randn(g, generator=gen, dtype=f32) * 3)
+        eta = torch.randn(n, g, generator=gen, dtype=f32) * 4
+        for sparse_below in (1.0, 0.0):
+            layout = type("Layout", (CountTerms,), {"SPARSE_BELOW": sparse_below})  # nonzero entries, then dense
+            where = "nonzero entries" if sparse_below == 1.0 else "dense"
+            results = []
+            for which in (lib, None):
+                args = [t.clone().requires_grad_() for t in (mu, theta, eta)]
+                terms = layout(x)
+                out = _ZINBLogLik.apply(args[0], args[1], args[2], terms, which)
+                grads = torch.autograd.grad((out * torch.linspace(0.5, 1.5, n, dtype=f32)).sum(), args)
+                results.append([out.detach(), *grads])
+            for name, a, b in zip(("value", "d/d mu", "d/d theta", "d/d eta"), *results):
+                if not torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max())):
+                    return (f"the compiled loops' {name} ({where}) differ from the torch code's by "
+                            f"{float((a - b).abs().max()):.3g}")
+            # -ffast-math lets a compiler assume no NaN: a diverging fit must still show one in its loss
+            nan_mu = mu.clone()
+            nan_mu[3, 5] = float("nan")
+            lost = [_ZINBLogLik.apply(nan_mu, theta, eta, layout(x), which).isnan().nonzero().flatten().tolist()
+                    for which in (lib, None)]
+            if lost[0] != lost[1]:
+                return f"the compiled loops ({where}) give NaN in cells {lost[0]}, the torch code in cells {lost[1]}"
     return None
 
 

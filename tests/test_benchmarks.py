@@ -538,7 +538,10 @@ def test_copy_name_is_the_commit_and_says_when_the_package_differs_from_it(tmp_p
     (tmp_path / "notes.txt").write_text("not the package\n")  # changes outside sclecture/ do not count
     assert copy_name(tmp_path) == head
     (tmp_path / "sclecture" / "scvi.py").write_text("A = 2\n")
-    assert copy_name(tmp_path) == f"{head} + uncommitted changes to sclecture/"
+    two = copy_name(tmp_path)
+    assert two.startswith(f"{head} + uncommitted changes to sclecture/ (") and copy_name(tmp_path) == two
+    (tmp_path / "sclecture" / "scvi.py").write_text("A = 3\n")  # other changes, another name
+    assert copy_name(tmp_path).startswith(f"{head} + uncommitted") and copy_name(tmp_path) != two
     (tmp_path / "inner").mkdir()  # a folder inside a checkout is not the checkout's copy
     assert copy_name(tmp_path / "inner") == str((tmp_path / "inner").resolve())
 

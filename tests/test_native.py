@@ -88,6 +88,7 @@ def test_a_nan_reaches_the_same_cells_as_in_the_torch_code(sparse):
     """-ffast-math lets the compiler assume there is no NaN; a diverging fit must still show one in its loss, which
     stops training (sclecture.training names the step)."""
     lib = _native.library()
+    assert lib is not None, _native.status()
     x, mu, theta, eta = (t.float() for t in _likelihood_inputs(2, (12, 50)))
     for which in range(3):
         args = [t.clone() for t in (mu, theta, eta)]
@@ -198,8 +199,106 @@ def test_loading_the_library_keeps_denormal_numbers(tmp_path):
     assert products(_native.build(tmp_path)) == [pytest.approx(1e-39, rel=1e-3)] * 2
     cc, obj, linked = _native._compiler(), tmp_path / "fm.o", tmp_path / "fm.so"
     subprocess.run([cc, *_native.COMPILE, "-c", str(_native.SOURCE), "-o", str(obj)], check=True)
-    subprocess.run([cc, *_native.LINK, "-ffast-math", str(obj), "-o", str(linked), "-lm"], check=True)
-    assert products(linked) == [0.0, 0.0]
+
+    def link(*flags):  # the linker's command line (-###), and the library it makes
+        plan = subprocess.run([cc, *_native.LINK, *flags, str(obj), "-o", str(linked), "-lm", "-###"],
+                              capture_output=True, text=True, check=True).stderr
+        subprocess.run([cc, *_native.LINK, *flags, str(obj), "-o", str(linked), "-lm"], check=True)
+        return plan
+
+    assert "crtfastmath" not in link()  # the course's link never adds the start-up code
+    if "crtfastmath" in link("-ffast-math"):  # gcc before 13 adds it to shared libraries too
+        assert products(linked) == [0.0, 0.0]
+
+
+@needs_compiler
+@pytest.mark.parametrize("sparse", [True, False], ids=["nonzero-entries", "dense"])
+def test_huge_dispersions_stay_finite(sparse):
+    """theta = exp(log theta) may grow without bound for a Poisson-like gene; the loops' lgamma must not overflow
+    (z (z + 1) (z + 2) does beyond z = 7e12) where the torch code stays finite."""
+    lib = _native.library()
+    assert lib is not None, _native.status()
+    x, mu, theta, eta = (t.float() for t in _likelihood_inputs(4, (12, 50)))
+    for big in (1e9, 1e13, 1e20, 1e30):
+        th = theta.clone()
+        th[10:20] = big
+        results = []
+        for code in (lib, None):
+            args = [t.clone().requires_grad_() for t in (mu, th, eta)]
+            out = scvi._ZINBLogLik.apply(*args, _layout(sparse)(x), code)
+            results.append([out.detach(), *torch.autograd.grad(out.sum(), args)])
+        for name, a, b in zip(("value", "d/d mu", "d/d theta", "d/d eta"), *results):
+            assert bool(b.isfinite().all()) and bool(a.isfinite().all()), f"theta {big:g}: {name} not finite"
+
+
+@needs_compiler
+def test_the_first_call_may_come_from_any_mode_and_default_dtype():
+    """library() checks the loops once per process, from whatever code first needs them: scoring a loaded model
+    under no_grad or inference_mode, or a session whose default dtype is float64."""
+    for mode in (torch.no_grad, torch.inference_mode):
+        _native.reset()
+        with mode():
+            assert _native.library() is not None, _native.status()
+    _native.reset()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert _native.library() is not None, _native.status()
+    finally:
+        torch.set_default_dtype(default)
+
+
+@needs_compiler
+def test_the_loops_refuse_what_they_cannot_read():
+    """C reads raw float32 and int64 buffers: anything else is refused before the call, not misread."""
+    lib = _native.library()
+    x, mu, theta, eta = _likelihood_inputs(5, (6, 30))  # float64
+    with pytest.raises(ValueError, match="float32"):
+        scvi._ZINBLogLik.apply(mu, theta, eta, scvi.CountTerms(x.float()), lib)
+    f = [t.float() for t in (mu, theta, eta)]
+    with pytest.raises(ValueError, match="shape"):
+        scvi._ZINBLogLik.apply(f[0], f[1][:-1], f[2], scvi.CountTerms(x.float()), lib)
+    index = torch.nonzero(x.reshape(-1)).squeeze(1)
+    with pytest.raises(ValueError, match="ascending"):  # the loops would read genes out of range
+        scvi.CountTerms(x.float(), nonzero_index=index.flip(0))
+    with pytest.raises(ValueError, match="ascending"):
+        scvi.CountTerms(x.float(), nonzero_index=torch.cat([index[:1], index]))
+
+
+@needs_compiler
+def test_a_damaged_cached_library_is_built_again(tmp_path, monkeypatch):
+    """A cached file that cannot be loaded (a build cut short, a full disk) is replaced, not trusted forever."""
+    path = _native.build()
+    path.write_bytes(b"not a shared library")
+    _native.reset()
+    assert _native.library() is not None, _native.status()
+    assert _native.load(path).scale_by_cell
+
+
+@needs_compiler
+def test_a_read_only_cache_leaves_no_files_behind(tmp_path, monkeypatch):
+    """With a cache this user may not write, each process builds into a temporary folder and removes it once the
+    library is loaded."""
+    import tempfile
+
+    cache, scratch = tmp_path / "shared-cache", tmp_path / "tmp"
+    (cache / "native").mkdir(parents=True)
+    (cache / "native").chmod(0o555)
+    scratch.mkdir()
+    monkeypatch.setenv("SCLECTURE_CACHE_DIR", str(cache))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    assert _native.library() is not None, _native.status()
+    assert not list(scratch.iterdir()) and not list((cache / "native").iterdir())
+
+
+@needs_compiler
+def test_threads_share_one_decision():
+    """Two threads that start training at once get the same library, built and checked once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        libs = list(pool.map(lambda _: _native.library(), range(8)))
+    assert libs[0] is not None and all(lib is libs[0] for lib in libs)
 
 
 def test_the_wheel_carries_the_source(tmp_path, root):
