@@ -68,7 +68,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_scvi  # noqa: E402  (Course, Peer, module_check, copy_peer_weights, welch_interval)
-from common import SETTINGS, check_args, package_worker, top_variance_genes  # noqa: E402
+from common import SETTINGS, check_args, copy_name, package_worker, top_variance_genes  # noqa: E402
 
 ROOT = HERE.parent
 RESULTS = HERE / "results"
@@ -341,7 +341,7 @@ def write(rows, args, impls, quiet: bool = False) -> None:
         + (f" Throughput: the whole fit call (`SCVI.fit`, scvi-tools' `model.train`) of "
            f"{args.timing_epochs} epochs on all cells (KL warm-up {args.timing_epochs // 4} epochs), each in a fresh "
            f"process, {rounds_done} interleaved round(s) (order alternating), median over rounds"
-           + (f"; `sclecture before`: the same code path from `{args.before}` (the package before this change)."
+           + (f"; `sclecture` is the package as of {copy_name(ROOT)}, `sclecture before` as of {copy_name(args.before)}."
               if args.before else ".") if args.rounds else ""),
         "",
     ]

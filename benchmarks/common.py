@@ -138,23 +138,25 @@ def package_worker(script: str, spec: dict, folder: Path, what: str) -> dict:
 
 
 def copy_name(folder: Path) -> str:
-    """What a copy of the package is, for a report: its git commit ("1d3669d", "1d3669d + uncommitted changes
-    to sclecture/ (<hash of those changes>)"), or its folder where it is not a git checkout."""
+    """What a copy of the package is, for a report: the last git commit that changed its sclecture/ ("1d3669d",
+    "1d3669d + uncommitted changes to sclecture/ (<hash of those changes>)"), or its folder where it is not a git
+    checkout."""
     folder = Path(folder).resolve()
 
     def git(*args):
         return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True)
 
-    head = git("rev-parse", "--short", "HEAD")
-    if head.returncode != 0 or Path(git("rev-parse", "--show-toplevel").stdout.strip() or "/").resolve() != folder:
+    commit = git("log", "-1", "--format=%h", "--", "sclecture")
+    top = git("rev-parse", "--show-toplevel").stdout.strip()
+    if commit.returncode != 0 or not commit.stdout.strip() or not top or Path(top).resolve() != folder:
         return str(folder)
     dirty = git("status", "--porcelain", "--", "sclecture").stdout.strip()
     if not dirty:
-        return head.stdout.strip()
+        return commit.stdout.strip()
     import hashlib  # two different sets of changes get different names
 
     diff = hashlib.sha256((dirty + git("diff", "HEAD", "--", "sclecture").stdout).encode()).hexdigest()[:8]
-    return f"{head.stdout.strip()} + uncommitted changes to sclecture/ ({diff})"
+    return f"{commit.stdout.strip()} + uncommitted changes to sclecture/ ({diff})"
 
 
 def write_table(name: str, title: str, rows: list[dict], notes: str = "") -> Path:

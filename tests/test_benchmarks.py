@@ -535,8 +535,11 @@ def test_copy_name_is_the_commit_and_says_when_the_package_differs_from_it(tmp_p
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
     head = git("rev-parse", "--short", "HEAD").stdout.strip()
     assert copy_name(tmp_path) == head
-    (tmp_path / "notes.txt").write_text("not the package\n")  # changes outside sclecture/ do not count
+    (tmp_path / "notes.txt").write_text("not the package\n")  # changes outside sclecture/ do not count,
     assert copy_name(tmp_path) == head
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two")  # nor commits that leave it alone
+    assert copy_name(tmp_path) == head != git("rev-parse", "--short", "HEAD").stdout.strip()
     (tmp_path / "sclecture" / "scvi.py").write_text("A = 2\n")
     two = copy_name(tmp_path)
     assert two.startswith(f"{head} + uncommitted changes to sclecture/ (") and copy_name(tmp_path) == two
